@@ -1,0 +1,1 @@
+"""Stages, the Ray Tune runner, MLflow tracking, the CLI and result reports."""

@@ -1,0 +1,168 @@
+"""Experiment files: YAML -> typed, validated objects, with ``--set a.b=value`` overrides.
+
+Everything that can be wrong with a config (a typo'd key, a sparsity of 1.5, an unknown model, a
+grid value that breaks the schema) is found here, before Ray starts or anything is written.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pruning.config import PruneConfig
+from search.space import SweepConfig, expand_grid
+from training.data import DataConfig
+from training.identity import content_hash
+from training.models import ModelConfig
+from training.trainer import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A config problem, already phrased for the user (field path, bad value, what is allowed)."""
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class RayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = Field(None, description="None starts a local Ray; 'auto' or host:port joins a cluster")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs a local Ray may use (default: all)")
+    num_gpus: int | None = Field(None, ge=0)
+
+
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    experiment_name: str | None = None
+    tracking_uri: str | None = Field(None, description="default sqlite:///<out>/mlflow.db")
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    resources: Resources = Field(default_factory=Resources)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def result_settings(self) -> dict:
+        """Exactly the settings that change a trial's result (not sweep, resources, tracking)."""
+        return self.model_dump(mode="json", include={"seed", "data", "model", "train", "prune"})
+
+    def trial_hash(self) -> str:
+        return content_hash(self.result_settings())
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        where = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see the documented fields)"
+        bad = e.get("input")
+        shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict) else f" (got {bad!r})"
+        lines.append(f"  {where}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value``; the value is read as YAML (numbers, booleans, lists), never evaluated."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set prune.sparsity=0.9")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {exc}") from None
+    return key, value
+
+
+def apply_override(raw: dict, path: str, value: Any) -> dict:
+    """Set a dotted path in a nested dict (creating levels), returning a new dict."""
+    out = copy.deepcopy(raw)
+    node = out
+    parts = path.split(".")
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])} is a value, not a section; cannot set {path}")
+        node = nxt
+    node[parts[-1]] = value
+    return out
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
+    for path, value in overrides.items():
+        raw = apply_override(raw, path, value)
+    return raw
+
+
+def validate(raw: dict, context: str = "") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        head = f"invalid config{context}:\n"
+        raise ConfigError(head + format_validation_error(err)) from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (data, model, ...)")
+    return raw
+
+
+def load_experiment(path: str | Path, sets: list[str] = ()) -> tuple[ExperimentConfig, dict]:
+    """Read, override and validate; also validate every trial the sweep can produce.
+
+    Returns the validated config and the raw (overridden) dict that trials are built from.
+    """
+    raw = read_yaml(path)
+    for text in sets:
+        key, value = parse_override(text)
+        raw = apply_override(raw, key, value)
+    cfg = validate(raw)
+    base = _without_sweep(raw)
+    for i, point in enumerate(expand_grid(cfg.sweep.grid)):
+        validate(apply_overrides(base, point), context=f" in sweep.grid point {i} {point}")
+    if cfg.sweep.optuna is not None:
+        opt = cfg.sweep.optuna
+        fixed = apply_overrides(base, opt.fixed)
+        validate(fixed, context=f" in sweep.optuna.fixed {opt.fixed}")
+        for axis, dist in opt.space.items():
+            for value in dist.endpoints():
+                validate(apply_override(fixed, axis, value), context=f" in sweep.optuna.space.{axis}={value!r}")
+    return cfg, raw
+
+
+def _without_sweep(raw: dict) -> dict:
+    return {k: v for k, v in raw.items() if k != "sweep"}
+
+
+def trial_config(raw: dict, overrides: dict[str, Any]) -> ExperimentConfig:
+    return validate(apply_overrides(_without_sweep(raw), overrides))

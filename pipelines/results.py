@@ -1,0 +1,71 @@
+"""The sweep's result table: one row per trial, Parquet via pyarrow, and a terminal rendering."""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REQUIRED = [
+    "trial_id", "phase", "method", "target_sparsity", "achieved_sparsity", "test_accuracy", "val_accuracy",
+    "seed", "status", "error", "wall_time_s", "mlflow_run_id",
+]
+EXTRA = [
+    "density", "compression", "kept_params", "prunable_params", "collapsed", "collapsed_layers", "levels",
+    "search_wall_time_s", "search_sample_passes", "retrain_wall_time_s", "retrain_sample_passes",
+    "test_loss", "trial_hash", "cached", "overrides",
+]
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    columns = REQUIRED + EXTRA
+    data = {c: [_clean(r.get(c)) for r in rows] for c in columns}
+    return pa.table(data)
+
+
+def write_results(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Atomic: a reader never sees a half-written table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results.", suffix=".parquet")
+    os.close(fd)
+    try:
+        pq.write_table(to_table(rows), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    cols = [("phase", "phase"), ("method", "method"), ("target_sparsity", "target"),
+            ("achieved_sparsity", "achieved"), ("seed", "seed"), ("val_accuracy", "val_acc"),
+            ("test_accuracy", "test_acc"), ("status", "status"), ("wall_time_s", "time_s")]
+
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return str(v)
+
+    ordered = sorted(rows, key=lambda r: (str(r.get("phase")), str(r.get("method")),
+                                          r.get("target_sparsity") or 0.0, r.get("seed") or 0))
+    table = [[h for _, h in cols]] + [[fmt(r.get(k)) for k, _ in cols] for r in ordered]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    errors = [r for r in rows if r.get("status") != "ok"]
+    for r in errors:
+        lines.append(f"trial {r.get('trial_id')} ({r.get('method')}): {r.get('error')}")
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""MLflow: one parent run per sweep on the driver, one child run per trial logged from inside it.
+
+Trials log through an explicit ``MlflowClient`` (no global active-run state), so concurrent trials
+in one process or many never step on each other, and a resumed trial can re-attach by run id.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The file store raises from MLflow 3.13 on; everything here uses sqlite or a server URI.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def default_tracking_uri(out_dir: Path) -> str:
+    return f"sqlite:///{out_dir.resolve()}/mlflow.db"
+
+
+def ui_command(tracking_uri: str, out_dir: Path) -> str:
+    return (
+        f"mlflow ui --backend-store-uri {tracking_uri} "
+        f"--default-artifact-root file://{(out_dir / 'mlartifacts').resolve()} --host 127.0.0.1 --port 5000"
+    )
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """What a trial needs to log under the sweep's parent run; plain strings so it pickles."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, run_name: str, tags: dict) -> TrackingTarget:
+    """Create the experiment (on the driver, before trials start: no creation races) and the parent run."""
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None:
+        exp_id = client.create_experiment(experiment_name, artifact_location=artifact_root.resolve().as_uri())
+    else:
+        exp_id = exp.experiment_id
+    run = client.create_run(exp_id, run_name=run_name, tags={"prunetune.role": "sweep", **tags})
+    return TrackingTarget(tracking_uri, exp_id, run.info.run_id)
+
+
+def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    _client(tracking_uri).set_terminated(run_id, status=status)
+
+
+class RunLogger:
+    """A child (trial) run, or any run by id."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.client = _client(tracking_uri)
+        self.run_id = run_id
+
+    @classmethod
+    def child(cls, target: TrackingTarget, run_name: str, tags: dict[str, str]) -> "RunLogger":
+        client = _client(target.tracking_uri)
+        run = client.create_run(
+            target.experiment_id,
+            run_name=run_name,
+            tags={"mlflow.parentRunId": target.parent_run_id, "prunetune.role": "trial", **tags},
+        )
+        return cls(target.tracking_uri, run.info.run_id)
+
+    def params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        ]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def tags(self, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)

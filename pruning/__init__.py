@@ -1,0 +1,1 @@
+"""Masks, scorers and pruning algorithms (IMP with rewinding, pruning at initialisation)."""

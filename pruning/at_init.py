@@ -1,0 +1,54 @@
+"""Pruning at initialisation: iterative re-scoring on a float64 copy of the model."""
+from __future__ import annotations
+
+import copy
+from typing import Iterable, Literal, Mapping
+
+import torch
+from torch import nn
+
+from .mask import Mask, prunable_parameters
+from .scorers import Scorer, ScoringBatches
+from .select import Scope, density_schedule, select_topk
+
+
+def prune_at_init(
+    model: nn.Module,
+    scorer: Scorer,
+    density: float | Mapping[str, float],
+    batches: ScoringBatches,
+    rounds: int = 1,
+    schedule: Literal["exponential", "linear"] = "exponential",
+    scope: Scope = "global",
+    ignore: Iterable[str] = (),
+    start: Mask | None = None,
+) -> Mask:
+    """Score, keep the top round(d_e*N), repeat for each round e with the mask applied.
+
+    The scorer sees a float64 deep copy, so deep products neither overflow nor tie, and the
+    caller's model (its weights, BatchNorm statistics, grads) is left untouched.
+    """
+    work = copy.deepcopy(model).to(torch.float64)
+    for p in work.parameters():
+        p.grad = None
+    params = prunable_parameters(work, ignore)
+    original = {n: p.detach().clone() for n, p in params.items()}
+    mask = start.to(next(iter(params.values())).device) if start is not None else Mask.ones(work, ignore)
+    if isinstance(density, Mapping):
+        steps = [
+            {n: d ** (e / rounds) if schedule == "exponential" else 1 - (1 - d) * e / rounds
+             for n, d in density.items()}
+            for e in range(1, rounds + 1)
+        ]
+    else:
+        steps = density_schedule(density, rounds, schedule)
+    for d_e in steps:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(original[n] * mask[n])
+        scores = scorer.score(work, params, mask, batches)
+        missing = set(params) - set(scores)
+        if missing:
+            raise RuntimeError(f"scorer {type(scorer).__name__} returned no scores for {sorted(missing)}")
+        mask = select_topk(scores, d_e, scope=scope, current=mask)
+    return mask.cpu()

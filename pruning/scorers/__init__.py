@@ -1,0 +1,5 @@
+"""Scorer registry: a new method is one module plus one import line here."""
+from .base import SCORERS, Scorer, ScoringBatches
+from . import basic  # noqa: F401  (registers random, magnitude)
+
+__all__ = ["SCORERS", "Scorer", "ScoringBatches"]

@@ -1,0 +1,56 @@
+"""The scorer interface: one small class per method with one ``score`` method (Synaptic-Flow style)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
+
+import torch
+from torch import nn
+
+from training.registry import Registry
+
+from ..mask import Mask
+
+
+@dataclass
+class ScoringBatches:
+    """Labelled examples a data-driven scorer may read (e.g. 10 per class, class-balanced).
+
+    Kept as tensors already on the scoring device; ``input_shape`` lets data-free scorers build
+    their all-ones input without touching data.
+    """
+
+    x: torch.Tensor | None
+    y: torch.Tensor | None
+    input_shape: tuple[int, ...]
+    num_classes: int
+    batch_size: int = 256
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.x is None or self.y is None:
+            raise ValueError("this scorer needs data, but no scoring examples were provided")
+        for i in range(0, len(self.x), self.batch_size):
+            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
+
+
+class Scorer:
+    """Scores every prunable weight; higher means keep.
+
+    ``score`` receives a float64 copy of the model with the current mask already applied and
+    returns float64 tensors shaped like the weights. The caller does selection, so a scorer never
+    has to know about sparsity targets, schedules or scopes.
+    """
+
+    needs_data: ClassVar[bool] = False
+    default_rounds: ClassVar[int] = 1
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def score(
+        self, model: nn.Module, params: dict[str, nn.Parameter], mask: Mask, batches: ScoringBatches
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+SCORERS: Registry[type[Scorer]] = Registry("pruning scorer")

@@ -1,0 +1,87 @@
+"""Turn scores into a mask that keeps exactly round(d*N) weights.
+
+``topk`` on float64 scores with already-pruned entries at -inf, never ``score > kthvalue``: ties at
+the threshold would overshoot the target (Synaptic-Flow issue #12), and pruned weights must not be
+revived by an iterative scorer.
+"""
+from __future__ import annotations
+
+from typing import Literal, Mapping
+
+import torch
+
+from .mask import Mask
+
+Scope = Literal["global", "layerwise"]
+
+
+def kept_count(density: float, total: int) -> int:
+    return int(round(density * total))
+
+
+def _masked_scores(scores: Mapping[str, torch.Tensor], current: Mask | None) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, s in scores.items():
+        s = s.detach().to(torch.float64).flatten().clone()
+        if torch.isnan(s).any():
+            raise ValueError(f"scores for {name!r} contain NaN")
+        if current is not None:
+            s[~current[name].flatten().to(s.device)] = float("-inf")
+        out[name] = s
+    return out
+
+
+def _keep_topk(flat: torch.Tensor, k: int) -> torch.Tensor:
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    if k > 0:
+        keep[torch.topk(flat, k, sorted=False).indices] = True
+    return keep
+
+
+def select_topk(
+    scores: Mapping[str, torch.Tensor],
+    density: float | Mapping[str, float],
+    scope: Scope = "global",
+    current: Mask | None = None,
+) -> Mask:
+    """Keep the highest-scoring weights.
+
+    ``density`` is one float (global or uniform layerwise) or a per-layer mapping (explicit
+    allocation, always layerwise). With ``current`` given, entries it already prunes can only be
+    kept once every unpruned entry is (they score -inf).
+    """
+    flat = _masked_scores(scores, current)
+    shapes = {n: s.shape for n, s in scores.items()}
+    if isinstance(density, Mapping) or scope == "layerwise":
+        per_layer = density if isinstance(density, Mapping) else {n: density for n in flat}
+        mask = Mask()
+        for name, s in flat.items():
+            k = kept_count(per_layer[name], s.numel())
+            mask[name] = _keep_topk(s, k).view(shapes[name])
+            assert int(mask[name].sum()) == k, f"{name}: kept {int(mask[name].sum())}, wanted {k}"
+        return mask
+    if scope != "global":
+        raise ValueError(f"unknown scope {scope!r}; allowed: global, layerwise")
+    names = list(flat)
+    cat = torch.cat([flat[n] for n in names])
+    k = kept_count(density, cat.numel())
+    keep = _keep_topk(cat, k)
+    mask = Mask()
+    offset = 0
+    for name in names:
+        n = flat[name].numel()
+        mask[name] = keep[offset : offset + n].view(shapes[name])
+        offset += n
+    assert mask.kept == k, f"kept {mask.kept}, wanted {k}"
+    return mask
+
+
+def density_schedule(final_density: float, rounds: int, kind: str = "exponential") -> list[float]:
+    """Densities of rounds e = 1..E: d^(e/E) (exponential) or 1 - (1-d) e/E (linear)."""
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    if kind == "exponential":
+        return [final_density ** (e / rounds) for e in range(1, rounds + 1)]
+    if kind == "linear":
+        return [1 - (1 - final_density) * e / rounds for e in range(1, rounds + 1)]
+    raise ValueError(f"unknown schedule {kind!r}; allowed: exponential, linear")

@@ -1,0 +1,1 @@
+"""Search spaces for sweeps: grid expansion and Optuna distributions."""

@@ -1,0 +1,133 @@
+"""Sweep search spaces: grid blocks expanded on the driver, Optuna ranges as typed objects.
+
+Axes are dotted config paths (``prune.sparsity``), so every value a sweep can produce is checked
+against the experiment schema before Ray starts.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class FloatRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FloatRange":
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    def endpoints(self) -> list[Any]:
+        return [self.low, self.high]
+
+    def to_optuna(self):
+        import optuna
+
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+class IntRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IntRange":
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+    def endpoints(self) -> list[Any]:
+        return [self.low, self.high]
+
+    def to_optuna(self):
+        import optuna
+
+        return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+class Categorical(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["categorical"]
+    choices: list[Union[str, int, float, bool]] = Field(min_length=1)
+
+    def endpoints(self) -> list[Any]:
+        return list(self.choices)
+
+    def to_optuna(self):
+        import optuna
+
+        return optuna.distributions.CategoricalDistribution(self.choices)
+
+
+Distribution = Union[FloatRange, IntRange, Categorical]
+
+
+class Objective(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metric: Literal["val_accuracy", "test_accuracy", "remaining_params", "density", "flops"] = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+
+
+class OptunaConfig(BaseModel):
+    """Optuna search through Ray Tune's OptunaSearch; select on validation accuracy by default."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_samples: int = Field(8, ge=1)
+    sampler: Literal["tpe", "random", "nsga2"] = "tpe"
+    seed: int = 0
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
+    space: dict[str, Distribution] = Field(min_length=1)
+    fixed: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value for every Optuna trial")
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grid: list[dict[str, list[Any]]] = Field(
+        default_factory=list, description="blocks; each is the cartesian product of its axes"
+    )
+    optuna: OptunaConfig | None = None
+    max_concurrent_trials: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grid_as_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("grid"), dict):
+            data = {**data, "grid": [data["grid"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _axes_non_empty(self) -> "SweepConfig":
+        for i, block in enumerate(self.grid):
+            for axis, values in block.items():
+                if not values:
+                    raise ValueError(f"grid[{i}].{axis} has no values")
+        return self
+
+
+def expand_grid(blocks: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
+    """The union of each block's cartesian product, in a stable order, without duplicates."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for block in blocks:
+        axes = list(block)
+        for combo in itertools.product(*(block[a] for a in axes)):
+            point = dict(zip(axes, combo))
+            key = repr(sorted(point.items()))
+            if key not in seen:
+                seen.add(key)
+                out.append(point)
+    return out

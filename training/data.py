@@ -1,0 +1,335 @@
+"""Datasets as in-memory tensors with deterministic train/val/test splits.
+
+Every dataset here is small enough to hold in memory, and the trainer slices tensors directly, which is
+much faster than a DataLoader at these sizes. Splits depend only on `DataConfig.split_seed`, so every
+trial, pruning level and ablation arm of a sweep sees exactly the same samples.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torchvision import datasets, transforms
+
+from training.registry import Registry
+
+Loader = Callable[["DataConfig"], "DataBundle"]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """Raised instead of torchvision's generic RuntimeError so the message can say where the files belong."""
+
+
+def dataset_names() -> list[str]:
+    return DATASETS.names()
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    root: str = "data"
+    download: bool = False
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    num_samples: int | None = Field(None, gt=0)
+    max_train_samples: int | None = Field(None, gt=0)
+    split_seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(dataset_names())}")
+        return name
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"split has {len(self.x)} inputs but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, ...]
+    normalization: Normalization
+
+
+def load_dataset(cfg: DataConfig) -> DataBundle:
+    return DATASETS.get(cfg.name)(cfg)
+
+
+# --- splitting and normalisation shared by every dataset ------------------------------------------
+
+
+def _take(split: Split, index: torch.Tensor) -> Split:
+    return Split(split.x[index], split.y[index])
+
+
+def _hold_out(split: Split, fraction: float, gen: torch.Generator) -> tuple[Split, Split]:
+    """Return (rest, held-out); the permutation comes from the caller's generator so splits chain."""
+    perm = torch.randperm(len(split), generator=gen)
+    n_held = int(round(fraction * len(split)))
+    return _take(split, perm[n_held:]), _take(split, perm[:n_held])
+
+
+def _channel_stats(x: torch.Tensor) -> Normalization:
+    per_channel = x.transpose(0, 1).reshape(x.shape[1], -1).double()
+    std = per_channel.std(dim=1)
+    std[std == 0] = 1.0  # a constant channel carries no signal; leave it centred but unscaled
+    return Normalization(tuple(per_channel.mean(dim=1).tolist()), tuple(std.tolist()))
+
+
+def _normalise_(x: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    """In place: a CIFAR-sized float copy is ~600 MB, and several trials may load data side by side."""
+    shape = (1, len(norm.mean)) + (1,) * (x.dim() - 2)
+    mean = torch.tensor(norm.mean, dtype=x.dtype).view(shape)
+    std = torch.tensor(norm.std, dtype=x.dtype).view(shape)
+    return x.sub_(mean).div_(std)
+
+
+def _assemble(
+    name: str,
+    cfg: DataConfig,
+    train: Split,
+    test: Split,
+    num_classes: int,
+    gen: torch.Generator,
+    normalization: Normalization | None = None,
+) -> DataBundle:
+    """Carve val from train, optionally subsample train, then normalise every split with one set of stats.
+
+    Stats are taken from the final training split when no fixed constants are given, so val/test never
+    leak into them.
+    """
+    train, val = _hold_out(train, cfg.val_fraction, gen)
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
+        train = _take(train, torch.randperm(len(train), generator=gen)[: cfg.max_train_samples])
+    if len(train) == 0:
+        raise ValueError(f"{name}: the training split is empty; raise num_samples or lower the fractions")
+    norm = normalization or _channel_stats(train.x)
+    # Every tensor reaching here was created by this module's loaders, so normalising in place is safe.
+    splits = [Split(_normalise_(s.x.float(), norm), s.y.long()) for s in (train, val, test)]
+    return DataBundle(
+        name=name,
+        train=splits[0],
+        val=splits[1],
+        test=splits[2],
+        num_classes=num_classes,
+        input_shape=tuple(train.x.shape[1:]),
+        normalization=norm,
+    )
+
+
+def _seeded(cfg: DataConfig) -> torch.Generator:
+    return torch.Generator().manual_seed(cfg.split_seed)
+
+
+# --- datasets generated or shipped locally ----------------------------------------------------------
+
+
+@DATASETS.register("digits")
+def _digits(cfg: DataConfig) -> DataBundle:
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x = torch.from_numpy(raw.images).float().div_(16.0).unsqueeze(1)
+    gen = _seeded(cfg)
+    train, test = _hold_out(Split(x, torch.from_numpy(raw.target).long()), cfg.test_fraction, gen)
+    return _assemble("digits", cfg, train, test, num_classes=10, gen=gen)
+
+
+@DATASETS.register("mnist1d")
+def _mnist1d(cfg: DataConfig) -> DataBundle:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    if cfg.num_samples is not None:
+        args.num_samples = cfg.num_samples
+    args.seed = cfg.split_seed
+    # make_dataset reseeds Python's and NumPy's global RNGs; restore them so loading data does not
+    # silently change the randomness of whatever runs next in the trial.
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        raw = make_dataset(args)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    train = Split(torch.from_numpy(raw["x"]).float().unsqueeze(1), torch.from_numpy(raw["y"]).long())
+    test = Split(torch.from_numpy(raw["x_test"]).float().unsqueeze(1), torch.from_numpy(raw["y_test"]).long())
+    return _assemble("mnist1d", cfg, train, test, num_classes=10, gen=_seeded(cfg))
+
+
+@DATASETS.register("fake")
+def _fake(cfg: DataConfig) -> DataBundle:
+    fake = datasets.FakeData(
+        size=cfg.num_samples or 1000,
+        image_size=(3, 32, 32),
+        num_classes=10,
+        random_offset=cfg.split_seed,
+        transform=transforms.PILToTensor(),
+    )
+    images, labels = zip(*(fake[i] for i in range(len(fake))))
+    x = torch.stack(images).float().div_(255.0)
+    gen = _seeded(cfg)
+    train, test = _hold_out(Split(x, torch.tensor(labels, dtype=torch.int64)), cfg.test_fraction, gen)
+    return _assemble("fake", cfg, train, test, num_classes=10, gen=gen)
+
+
+# --- torchvision datasets read from cfg.root ---------------------------------------------------------
+
+
+class _CIFAR10(datasets.CIFAR10):
+    """torchvision checks each file's md5, so regenerated or subsampled files in the official format (a
+    tiny test fixture, a cluster's re-packed copy) are reported as missing; existence is enough here, and
+    a malformed file still fails loudly when it is unpickled. Downloads keep their archive md5 check."""
+
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root, self.base_folder)
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+
+class _CIFAR100(datasets.CIFAR100):
+    """Same md5 relaxation as `_CIFAR10`, for the same reason."""
+
+    meta = {**datasets.CIFAR100.meta, "md5": None}
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root, self.base_folder)
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+
+class _SVHN(datasets.SVHN):
+    """Same md5 relaxation as `_CIFAR10`, for the same reason."""
+
+    def _check_integrity(self) -> bool:
+        return Path(self.root, self.filename).is_file()
+
+
+def _require_files(name: str, folder: Path, files: list[str], origin: str) -> None:
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{name}: data not found at {folder} (missing: {', '.join(missing)}). Set `data.download: true` "
+            f"on a machine with internet access, or copy the official files there ({origin})."
+        )
+
+
+Arrays = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, C, H, W), int64 labels (N,)
+
+
+def _cifar_arrays(cls: type[datasets.CIFAR10], root: Path, cfg: DataConfig) -> tuple[Arrays, Arrays]:
+    if not cfg.download:
+        files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        _require_files(cfg.name, root / cls.base_folder, files, f"extract {cls.url} into {root}")
+
+    def read(train: bool) -> Arrays:
+        ds = cls(str(root), train=train, download=cfg.download)
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # stored HWC
+        return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+    return read(True), read(False)
+
+
+def _mnist_arrays(cls: type[datasets.MNIST], root: Path, cfg: DataConfig) -> tuple[Arrays, Arrays]:
+    if not cfg.download:
+        # torchvision reads the gunzipped idx files from <root>/<ClassName>/raw and verifies no checksum.
+        files = [os.path.splitext(f)[0] for f, _ in cls.resources]
+        origin = f"the gunzipped {', '.join(f for f, _ in cls.resources)} from {cls.mirrors[0]}"
+        _require_files(cfg.name, root / cls.__name__ / "raw", files, origin)
+
+    def read(train: bool) -> Arrays:
+        ds = cls(str(root), train=train, download=cfg.download)
+        return ds.data.unsqueeze(1), ds.targets.long()
+
+    return read(True), read(False)
+
+
+def _svhn_arrays(root: Path, cfg: DataConfig) -> tuple[Arrays, Arrays]:
+    if not cfg.download:
+        entries = [datasets.SVHN.split_list[s] for s in ("train", "test")]
+        origin = " and ".join(url for url, _, _ in entries)
+        _require_files(cfg.name, root, [filename for _, filename, _ in entries], origin)
+
+    def read(split: str) -> Arrays:
+        ds = _SVHN(str(root), split=split, download=cfg.download)
+        return torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long()
+
+    return read("train"), read("test")
+
+
+def _register_vision(
+    name: str,
+    read: Callable[[Path, DataConfig], tuple[Arrays, Arrays]],
+    num_classes: int,
+    normalization: Normalization,
+) -> None:
+    """Fixed, published normalisation constants keep every split and every subsample on the same scale."""
+
+    def load(cfg: DataConfig) -> DataBundle:
+        (x_train, y_train), (x_test, y_test) = read(Path(cfg.root).expanduser(), cfg)
+        train = Split(x_train.float().div_(255.0), y_train)
+        test = Split(x_test.float().div_(255.0), y_test)
+        return _assemble(name, cfg, train, test, num_classes, _seeded(cfg), normalization)
+
+    DATASETS.register(name)(load)
+
+
+_register_vision(
+    "cifar10",
+    lambda root, cfg: _cifar_arrays(_CIFAR10, root, cfg),
+    10,
+    Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+)
+_register_vision(
+    "cifar100",
+    lambda root, cfg: _cifar_arrays(_CIFAR100, root, cfg),
+    100,
+    Normalization((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+)
+_register_vision(
+    "mnist",
+    lambda root, cfg: _mnist_arrays(datasets.MNIST, root, cfg),
+    10,
+    Normalization((0.1307,), (0.3081,)),
+)
+_register_vision(
+    "fashion_mnist",
+    lambda root, cfg: _mnist_arrays(datasets.FashionMNIST, root, cfg),
+    10,
+    Normalization((0.2860,), (0.3530,)),
+)
+_register_vision(
+    "svhn",
+    _svhn_arrays,
+    10,
+    Normalization((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+)

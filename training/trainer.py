@@ -1,0 +1,292 @@
+"""The one training loop every stage shares: masked, seeded, resumable at any iteration.
+
+Time is counted in iterations so that a rewind point ``k`` (OpenLTH's ``rewinding_steps``) is exact,
+and the learning rate is a pure function of the iteration, so resuming at step k restores the
+schedule without replaying it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from .data import DataBundle, Split
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["constant", "multistep", "cosine"] = "cosine"
+    milestones: list[float] = Field(default_factory=list, description="epochs at which multistep decays")
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_iterations: int = Field(0, ge=0)
+    augment: Literal["none", "flip_crop"] = "none"
+    eval_batch_size: int = Field(1024, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU")
+
+    @model_validator(mode="after")
+    def _milestones_in_range(self) -> "TrainConfig":
+        for m in self.milestones:
+            if not 0 < m < self.epochs:
+                raise ValueError(f"milestones must lie strictly between 0 and epochs={self.epochs}, got {m}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov requires optimizer 'sgd' with momentum > 0")
+        return self
+
+
+def resolve_device(choice: str = "auto") -> torch.device:
+    """The CUDA device Ray assigned this trial (it sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device is 'cuda' but no CUDA device is visible to this process")
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training at ``step``: weights, optimizer state, position."""
+
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "model": self.model, "optimizer": self.optimizer}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        return cls(step=int(d["step"]), model=d["model"], optimizer=d["optimizer"])
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+
+
+@dataclass
+class TrainResult:
+    test: EvalResult
+    val: EvalResult | None
+    history: list[dict] = field(default_factory=list)
+    snapshot: TrainState | None = None
+    final_state: TrainState | None = None
+    sample_passes: int = 0
+    wall_time_s: float = 0.0
+
+
+def _cpu_state(module_or_opt) -> dict:
+    def to_cpu(x):
+        if isinstance(x, torch.Tensor):
+            return x.detach().to("cpu", copy=True)
+        if isinstance(x, dict):
+            return {k: to_cpu(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [to_cpu(v) for v in x]
+        return x
+
+    return to_cpu(module_or_opt.state_dict())
+
+
+class Trainer:
+    """Trains a model on a ``DataBundle`` with an optional fixed mask.
+
+    Masked weights get no update: their gradients are zeroed before the step (so momentum and
+    weight decay see zeros), their optimizer state is zeroed when training (re)starts, and the
+    weights are re-zeroed after every step in case an optimizer moves them anyway.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: DataBundle,
+        seed: int = 0,
+        device: torch.device | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.seed = seed
+        self.device = device or resolve_device(cfg.device)
+        self.log = log or (lambda msg: None)
+        self._train_x = data.train.x.to(self.device)
+        self._train_y = data.train.y.to(self.device)
+
+    # --- schedule -------------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.train) / self.cfg.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.epochs * self.steps_per_epoch
+
+    def lr_at(self, step: int) -> float:
+        cfg = self.cfg
+        if cfg.warmup_iterations and step < cfg.warmup_iterations:
+            return cfg.lr * (step + 1) / cfg.warmup_iterations
+        if cfg.schedule == "constant":
+            return cfg.lr
+        if cfg.schedule == "multistep":
+            epoch = step / self.steps_per_epoch
+            return cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+        progress = step / max(1, self.total_steps)
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * progress))
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        params = [p for p in model.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(
+                params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+            )
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    # --- data -----------------------------------------------------------------------------------
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.data.train), generator=gen).to(self.device)
+
+    def _augment(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        if self.cfg.augment == "none" or x.dim() != 4:
+            return x
+        gen = torch.Generator(device=x.device).manual_seed(self.seed * 7919 + step)
+        flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        pad = 4
+        padded = F.pad(x, (pad, pad, pad, pad))
+        h, w = x.shape[-2:]
+        dx, dy = (torch.randint(0, 2 * pad + 1, (2,), generator=gen, device=x.device)).tolist()
+        return padded[..., dy : dy + h, dx : dx + w]
+
+    # --- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: Split) -> EvalResult:
+        if len(split) == 0:
+            return EvalResult(float("nan"), float("nan"))
+        was_training = model.training
+        model.eval()
+        loss_sum, correct = 0.0, 0
+        for i in range(0, len(split), self.cfg.eval_batch_size):
+            x = split.x[i : i + self.cfg.eval_batch_size].to(self.device)
+            y = split.y[i : i + self.cfg.eval_batch_size].to(self.device)
+            out = model(x).float()
+            loss_sum += F.cross_entropy(out, y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+        model.train(was_training)
+        return EvalResult(loss_sum / len(split), correct / len(split))
+
+    # --- training -------------------------------------------------------------------------------
+    def fit(
+        self,
+        model: nn.Module,
+        mask: dict[str, torch.Tensor] | None = None,
+        start: TrainState | None = None,
+        snapshot_at: int | None = None,
+        stop_at: int | None = None,
+        eval_every_epoch: bool = True,
+        on_epoch: Callable[[dict], None] | None = None,
+    ) -> TrainResult:
+        """Train from ``start`` (weights, optimizer state and step) or from the model as it is.
+
+        ``snapshot_at`` = k returns the full state at iteration k: the rewind point. k=0 is the
+        state before any update. ``stop_at`` ends training early at that iteration (to reach a
+        rewind point without paying for the whole run); ``final_state`` then holds the state there.
+        """
+        t0 = time.perf_counter()
+        model.to(self.device)
+        optimizer = self.make_optimizer(model)
+        step = 0
+        if start is not None:
+            model.load_state_dict(start.model)
+            if start.optimizer:
+                optimizer.load_state_dict(start.optimizer)
+            step = start.step
+        named = dict(model.named_parameters())
+        masks = {}
+        if mask is not None:
+            masks = {n: m.to(self.device, named[n].dtype) for n, m in mask.items()}
+            with torch.no_grad():
+                for n, m in masks.items():
+                    named[n].mul_(m)
+                    for v in optimizer.state.get(named[n], {}).values():
+                        if isinstance(v, torch.Tensor) and v.shape == m.shape:
+                            v.mul_(m)
+
+        snapshot = None
+        for name, k in (("rewind step", snapshot_at), ("stop step", stop_at)):
+            if k is not None and k > self.total_steps:
+                raise ValueError(f"{name} {k} is beyond the {self.total_steps} iterations of training")
+        end = self.total_steps if stop_at is None else stop_at
+        history: list[dict] = []
+        sample_passes = 0
+        use_amp = self.cfg.amp and self.device.type == "cuda"
+        model.train()
+        spe = self.steps_per_epoch
+        while step < end:
+            epoch, offset = divmod(step, spe)
+            order = self._epoch_order(epoch)
+            for b in range(offset, min(spe, offset + end - step)):
+                if snapshot_at is not None and step == snapshot_at:
+                    snapshot = TrainState(step, _cpu_state(model), _cpu_state(optimizer))
+                idx = order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
+                x = self._augment(self._train_x[idx], step)
+                y = self._train_y[idx]
+                for group in optimizer.param_groups:
+                    group["lr"] = self.lr_at(step)
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    out = model(x)
+                loss = F.cross_entropy(out.float(), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training diverged at iteration {step} (loss={loss.item()}); lower train.lr"
+                    )
+                loss.backward()
+                for n, m in masks.items():
+                    if named[n].grad is not None:
+                        named[n].grad.mul_(m)
+                optimizer.step()
+                with torch.no_grad():
+                    for n, m in masks.items():
+                        named[n].mul_(m)
+                sample_passes += len(idx)
+                step += 1
+            if (eval_every_epoch and step % spe == 0) or step >= end:
+                record = {"epoch": epoch + 1, "step": step, "train_loss": loss.item(), "lr": self.lr_at(step - 1)}
+                if len(self.data.val):
+                    v = self.evaluate(model, self.data.val)
+                    record.update(val_loss=v.loss, val_accuracy=v.accuracy)
+                history.append(record)
+                if on_epoch:
+                    on_epoch(record)
+        if snapshot_at is not None and snapshot is None and step == snapshot_at:
+            snapshot = TrainState(step, _cpu_state(model), _cpu_state(optimizer))
+        val = self.evaluate(model, self.data.val) if len(self.data.val) else None
+        test = self.evaluate(model, self.data.test)
+        return TrainResult(
+            test=test,
+            val=val,
+            history=history,
+            snapshot=snapshot,
+            final_state=TrainState(step, _cpu_state(model), _cpu_state(optimizer)),
+            sample_passes=sample_passes,
+            wall_time_s=time.perf_counter() - t0,
+        )
