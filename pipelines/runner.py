@@ -69,6 +69,28 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
     tune.report({**row, **report, "status": "ok", "error": None, "remaining_params": row["kept_params"]})
 
 
+def _progress_callback(phase: str, total: int | None):
+    """One line per finished trial instead of Tune's full metric tables."""
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        def __init__(self) -> None:
+            self.done = 0
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.done += 1
+            of = f"/{total}" if total else ""
+            acc = result.get("test_accuracy")
+            acc_text = f"{acc:.4f}" if isinstance(acc, float) and acc == acc else "-"
+            print(
+                f"[{phase} {self.done}{of}] {result.get('method')} sparsity {result.get('target_sparsity'):.4g} "
+                f"seed {result.get('seed')}: {result.get('status')} test_acc {acc_text}",
+                flush=True,
+            )
+
+    return Progress()
+
+
 def _make_sampler(opt):
     import optuna
 
@@ -88,6 +110,7 @@ def _run_phase(
     out_dir: Path,
     target: TrackingTarget,
     fixed: dict,
+    total: int | None,
 ) -> list[dict[str, Any]]:
     from ray import tune
 
@@ -101,13 +124,15 @@ def _run_phase(
         tune_config=tune.TuneConfig(
             max_concurrent_trials=cfg.sweep.max_concurrent_trials,
             trial_dirname_creator=lambda t: f"{phase}_{t.trial_id}",
+            reuse_actors=True,
             **tune_config_kwargs,
         ),
         run_config=tune.RunConfig(
             name=phase,
             storage_path=str(out_dir / "ray_results"),
             failure_config=tune.FailureConfig(max_failures=0),
-            verbose=1,
+            callbacks=[_progress_callback(phase, total)],
+            verbose=0,
         ),
     )
     grid = tuner.fit()
@@ -170,7 +195,8 @@ def run_sweep(
         if points:
             echo(f"grid phase: {len(points)} trials")
             outcome.rows += _run_phase(
-                "grid", {"overrides": tune.grid_search(points)}, {}, cfg, raw, out_dir, target, {}
+                "grid", {"overrides": tune.grid_search(points)}, {}, cfg, raw, out_dir, target, {},
+                len(points),
             )
         if cfg.sweep.optuna is not None:
             opt = cfg.sweep.optuna
@@ -185,7 +211,7 @@ def run_sweep(
             echo(f"optuna phase: {opt.num_samples} trials, objectives {list(zip(metrics, modes))}")
             outcome.rows += _run_phase(
                 "optuna", {}, {"search_alg": searcher, "num_samples": opt.num_samples},
-                cfg, raw, out_dir, target, dict(opt.fixed),
+                cfg, raw, out_dir, target, dict(opt.fixed), opt.num_samples,
             )
         outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
         parent.artifact(outcome.results_path)
