@@ -56,6 +56,11 @@ def run_trial(
     data = load_dataset(cfg.data)
     model = create_model(cfg.model, data.input_shape, data.num_classes)
     trainer = Trainer(cfg.train, data, seed=cfg.seed, log=log)
+    if cfg.prune.rewind_step > trainer.total_steps:
+        raise ValueError(
+            f"prune.rewind_step={cfg.prune.rewind_step} is beyond training: {cfg.train.epochs} epochs x "
+            f"{trainer.steps_per_epoch} iterations = {trainer.total_steps}; allowed 0..{trainer.total_steps}"
+        )
     if logger:
         logger.tags({"device": str(trainer.device)})
 

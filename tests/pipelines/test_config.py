@@ -1,0 +1,104 @@
+"""Bad input is rejected before Ray starts: exit 2, the field named, nothing written."""
+import textwrap
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.config import ConfigError, apply_override, load_experiment, parse_override
+
+BASE = textwrap.dedent(
+    """
+    name: t
+    data: {name: digits}
+    model: {name: mlp, options: {widths: [16]}}
+    train: {epochs: 1}
+    prune: {method: magnitude, sparsity: 0.5}
+    """
+)
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def _run_cli(tmp_path, text, *extra):
+    out = tmp_path / "out"
+    code = main(["run", str(_write(tmp_path, text)), "--out", str(out), *extra])
+    return code, out
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        (BASE.replace("sparsity: 0.5", "sparsty: 0.5"), "prune.sparsty"),
+        (BASE.replace("sparsity: 0.5", "sparsity: 1.5"), "prune.sparsity"),
+        (BASE.replace("method: magnitude", "method: magnitude_pruning"), "prune.method"),
+        (BASE.replace("name: mlp", "name: mlpp"), "model"),
+        (BASE.replace("name: digits", "name: digitz"), "data.name"),
+        (BASE.replace("epochs: 1", "epochs: one"), "train.epochs"),
+        (BASE + "sweep: {grid: {prune.sparsity: [0.5, 1.2]}}\n", "sweep.grid point 1"),
+        (BASE + "sweep: {optuna: {space: {prune.sparsity: {type: float, low: 0.5, high: 1.0}}}}\n", "sweep.optuna.space.prune.sparsity"),
+        (BASE + "sweep: {optuna: {space: {train.lr: {type: float, low: 0.5, high: 0.1}}}}\n", "sweep.optuna.space.train.lr"),
+    ],
+)
+def test_bad_config_exits_2_names_the_field_and_writes_nothing(tmp_path, capsys, text, fragment):
+    code, out = _run_cli(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert fragment in err, err
+    assert not out.exists()
+
+
+def test_bad_value_message_says_what_is_allowed(tmp_path, capsys):
+    code, _ = _run_cli(tmp_path, BASE.replace("sparsity: 0.5", "sparsity: 1.5"))
+    err = capsys.readouterr().err
+    assert "1.5" in err and "less than 1" in err
+    code, _ = _run_cli(tmp_path, BASE.replace("method: magnitude", "method: magnitude_pruning"))
+    err = capsys.readouterr().err
+    assert "allowed" in err and "imp" in err
+
+
+def test_set_override_is_validated_too(tmp_path, capsys):
+    code, out = _run_cli(tmp_path, BASE, "--set", "prune.sparsity=1.5")
+    assert code == 2 and "prune.sparsity" in capsys.readouterr().err and not out.exists()
+    code, out = _run_cli(tmp_path, BASE, "--set", "prune.sparsity")
+    assert code == 2 and "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_missing_dataset_directory_exits_2_naming_the_path(tmp_path, capsys):
+    text = BASE.replace("data: {name: digits}", f"data: {{name: cifar10, root: {tmp_path / 'nodata'}}}")
+    code, out = _run_cli(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2 and str(tmp_path / "nodata") in err and not out.exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_overrides_are_parsed_as_yaml_not_evaluated():
+    assert parse_override("train.lr=0.001") == ("train.lr", 0.001)
+    assert parse_override("train.amp=true") == ("train.amp", True)
+    assert parse_override("sweep.grid=[1, 2]") == ("sweep.grid", [1, 2])
+    assert parse_override("name=__import__('os')") == ("name", "__import__('os')")
+    assert apply_override({"a": {"b": 1}}, "a.c.d", 2) == {"a": {"b": 1, "c": {"d": 2}}}
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_override({"a": 1}, "a.b", 2)
+
+
+def test_quickstart_config_is_valid_and_every_grid_point_validates():
+    cfg, raw = load_experiment("configs/quickstart.yaml")
+    methods = {m for block in cfg.sweep.grid for m in block.get("prune.method", [])}
+    assert {"dense", "random", "magnitude", "imp"} <= methods
+    assert cfg.sweep.optuna is not None
+
+
+def test_trial_hash_depends_only_on_result_settings():
+    cfg, _ = load_experiment("configs/quickstart.yaml")
+    other = cfg.model_copy(update={"resources": cfg.resources.model_copy(update={"cpu": 2.0})})
+    assert other.trial_hash() == cfg.trial_hash()
+    changed = cfg.model_copy(update={"seed": 1})
+    assert changed.trial_hash() != cfg.trial_hash()

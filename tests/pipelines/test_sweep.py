@@ -1,0 +1,97 @@
+"""A real sweep through Ray Tune (local) with Optuna and MLflow parent/child runs."""
+import textwrap
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipelines.cli import main
+
+CONFIG = textwrap.dedent(
+    """
+    name: sweeptest
+    seed: 0
+    data: {name: digits, val_fraction: 0.15}
+    model: {name: mlp, options: {widths: [32]}}
+    train: {epochs: 3, batch_size: 128, lr: 0.05}
+    prune: {method: imp, sparsity: 0.75}
+    ray: {num_cpus: 2}
+    sweep:
+      grid:
+        - {prune.method: [dense], prune.sparsity: [0.0]}
+        - {prune.method: [random, imp], prune.sparsity: [0.75]}
+      optuna:
+        num_samples: 2
+        sampler: random
+        fixed: {prune.method: magnitude}
+        space:
+          prune.sparsity: {type: float, low: 0.3, high: 0.6}
+    """
+)
+
+
+def _children(client, exp_ids, parent_id):
+    runs = client.search_runs(exp_ids, max_results=1000)
+    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+
+
+@pytest.mark.slow
+def test_sweep_runs_trials_through_ray_and_tracks_them(tmp_path, capsys):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mlflow ui --backend-store-uri sqlite:///" in printed and "--host 127.0.0.1" in printed
+
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(table) == 5
+    assert {r["phase"] for r in table} == {"grid", "optuna"}
+    for row in table:
+        assert row["status"] == "ok", row
+        assert abs(row["achieved_sparsity"] - row["target_sparsity"]) < 1e-3
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        for col in ("trial_id", "method", "seed", "wall_time_s", "mlflow_run_id"):
+            assert row[col] is not None, col
+    optuna_rows = [r for r in table if r["phase"] == "optuna"]
+    assert all(r["method"] == "magnitude" and 0.3 <= r["target_sparsity"] <= 0.6 for r in optuna_rows)
+    imp = next(r for r in table if r["method"] == "imp")
+    assert imp["levels"] == 7  # 0.8**6 > 0.25 > 0.8**7: six trained levels, the seventh is the retrain
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    exp = client.get_experiment_by_name("sweeptest")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("prunetune.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = _children(client, [exp.experiment_id], parents[0].info.run_id)
+    assert sorted(c.info.run_id for c in children) == sorted(r["mlflow_run_id"] for r in table)
+    assert len(runs) == 1 + len(table)
+    for child in children:
+        assert child.info.status == "FINISHED"
+        files = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"mask.pt", "sparsity.json", "model.pt"} <= files, files
+        assert "prune.method" in child.data.params and "test_accuracy" in child.data.metrics
+    imp_child = next(c for c in children if c.info.run_id == imp["mlflow_run_id"])
+    levels = client.get_metric_history(imp_child.info.run_id, "level_test_accuracy")
+    assert sorted(m.step for m in levels) == list(range(8))
+    parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"config.yaml", "results.parquet"} <= parent_files
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
+    cfg = tmp_path / "sweep.yaml"
+    text = CONFIG.split("  optuna:")[0].replace(
+        "- {prune.method: [random, imp], prune.sparsity: [0.75]}",
+        "- {prune.method: [random], prune.sparsity: [0.75], prune.rewind_step: [0, 100000]}",
+    )
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out)]) == 1
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(table) == 3
+    bad = [r for r in table if r["status"] != "ok"]
+    assert len(bad) == 1 and "prune.rewind_step=100000" in bad[0]["error"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    assert client.get_run(bad[0]["mlflow_run_id"]).info.status == "FAILED"
+    assert "1 trial(s) failed" in capsys.readouterr().err
