@@ -203,12 +203,14 @@ class Trainer:
         stop_at: int | None = None,
         eval_every_epoch: bool = True,
         on_epoch: Callable[[dict], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> TrainResult:
         """Train from ``start`` (weights, optimizer state and step) or from the model as it is.
 
         ``snapshot_at`` = k returns the full state at iteration k: the rewind point. k=0 is the
         state before any update. ``stop_at`` ends training early at that iteration (to reach a
         rewind point without paying for the whole run); ``final_state`` then holds the state there.
+        ``on_step(step)`` runs before every optimizer step (train-time pruning updates its targets there).
         """
         t0 = time.perf_counter()
         model.to(self.device)
@@ -249,6 +251,8 @@ class Trainer:
                 idx = order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
                 x = self._augment(self._train_x[idx], step)
                 y = self._train_y[idx]
+                if on_step is not None:
+                    on_step(step)
                 for group in optimizer.param_groups:
                     group["lr"] = self.lr_at(step)
                 optimizer.zero_grad(set_to_none=True)
