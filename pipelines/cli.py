@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default runs/<name>)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. prune.sparsity=0.9 (repeatable)")
     run.set_defaults(func=cmd_run)
+    from .prune_cmd import add_parser as add_prune; add_prune(sub)  # noqa: E702
     return parser
 
 

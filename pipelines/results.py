@@ -15,7 +15,8 @@ REQUIRED = [
     "seed", "status", "error", "wall_time_s", "mlflow_run_id",
 ]
 EXTRA = [
-    "density", "compression", "kept_params", "prunable_params", "collapsed", "collapsed_layers", "levels",
+    "density", "compression", "kept_params", "prunable_params", "dense_params", "remaining_params",
+    "dense_flops", "flops", "collapsed", "collapsed_layers", "levels",
     "search_wall_time_s", "search_sample_passes", "retrain_wall_time_s", "retrain_sample_passes",
     "test_loss", "trial_hash", "cached", "overrides",
 ]

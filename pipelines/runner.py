@@ -63,10 +63,11 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         logger.tags({"error": msg[:5000]})
         logger.finish("FAILED")
         tune.report({**report, "status": "error", "error": msg, "val_accuracy": math.nan,
-                     "test_accuracy": math.nan, "remaining_params": math.nan, "density": math.nan})
+                     "test_accuracy": math.nan, "remaining_params": math.nan, "density": math.nan,
+                     "flops": math.nan})
         return
     logger.finish("FINISHED")
-    tune.report({**row, **report, "status": "ok", "error": None, "remaining_params": row["kept_params"]})
+    tune.report({**row, **report, "status": "ok", "error": None})
 
 
 def _progress_callback(phase: str, total: int | None):

@@ -17,10 +17,11 @@ import torch
 
 from pruning.imp import LevelRecord
 from pruning.mask import Mask, atomic_torch_save, atomic_write_text
-from pruning.methods import METHODS, SearchContext
+from pruning.methods import SearchContext, apply_ablation, get_method
+from training.cost import count_flops, masked_flops, param_counts
 from training.data import load_dataset
 from training.models import create_model
-from training.trainer import Trainer
+from training.trainer import Trainer, TrainResult
 
 from .config import ExperimentConfig
 from .tracking import RunLogger
@@ -87,8 +88,9 @@ def run_trial(
         store_key={k: v for k, v in cfg.result_settings().items() if k != "prune"},
         on_level=on_level,
         log=log,
+        model_factory=lambda: create_model(cfg.model, data.input_shape, data.num_classes),
     )
-    search = METHODS.get(cfg.prune.method)(ctx)
+    search = apply_ablation(ctx, get_method(cfg.prune.method)(ctx))
     mask = search.mask
     report = mask.report()
     if report.collapsed:
@@ -103,7 +105,13 @@ def run_trial(
         if logger:
             logger.metrics({k: v for k, v in rec.items() if k not in ("epoch", "step")}, step=rec["epoch"])
 
-    result = trainer.fit(model, mask=mask, start=search.start, on_epoch=on_epoch)
+    if search.trained:  # train-time pruning already trained the masked net: evaluate it as it is
+        result = TrainResult(
+            test=trainer.evaluate(model, data.test),
+            val=trainer.evaluate(model, data.val) if len(data.val) else None,
+        )
+    else:
+        result = trainer.fit(model, mask=mask, start=search.start, on_epoch=on_epoch)
     for name, m in mask.items():
         w = dict(model.named_parameters())[name]
         if bool((w.detach()[~m.to(w.device)] != 0).any()):
@@ -119,6 +127,7 @@ def run_trial(
             mask,
         )
     target = cfg.prune.sparsity
+    params = param_counts(model, mask)
     row = {
         "method": cfg.prune.method,
         "target_sparsity": target,
@@ -127,6 +136,10 @@ def run_trial(
         "compression": report.compression if report.kept else None,
         "kept_params": report.kept,
         "prunable_params": report.total,
+        "dense_params": params["dense_params"],
+        "remaining_params": params["remaining_params"],
+        "dense_flops": count_flops(model, data.input_shape),
+        "flops": masked_flops(model, mask, data.input_shape),
         "collapsed": bool(report.collapsed),
         "collapsed_layers": ",".join(report.collapsed),
         "test_accuracy": result.test.accuracy,

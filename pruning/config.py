@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-METHOD_NAMES = ("dense", "random", "magnitude", "imp")
+from .pdp import PDPConfig
 
 
 class PruneConfig(BaseModel):
@@ -22,13 +22,49 @@ class PruneConfig(BaseModel):
     )
     rounds: int | None = Field(None, ge=1, description="pruning-at-init rounds; default per method")
     schedule: Literal["exponential", "linear"] = "exponential"
+    allocation: Literal["global", "uniform", "erk", "explicit"] | None = Field(
+        None, description="pruning at init: how the density is shared by layers (default: from scope)"
+    )
+    layer_densities: dict[str, float] = Field(
+        default_factory=dict, description="allocation 'explicit': prunable weight name -> density"
+    )
+    examples_per_class: int = Field(10, ge=1, description="data-driven scorers: class-balanced examples")
+    bn_mode: Literal["eval", "train"] = Field("eval", description="SNIP/GraSP: BatchNorm mode while scoring")
+    grasp_temperature: float = Field(200.0, gt=0)
+    px_variant: Literal["clean", "official"] = "clean"
+    ablation: Literal["none", "shuffle", "reinit", "invert"] = Field(
+        "none", description="sanity checks (Frankle et al. 2021): permute each layer's mask, redraw weights, keep lowest scores"
+    )
+    pdp: PDPConfig = Field(default_factory=PDPConfig)
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v not in METHOD_NAMES:
-            raise ValueError(f"unknown method {v!r}; allowed: {', '.join(METHOD_NAMES)}")
+        from .methods import method_names  # late: the registry imports this module
+
+        if v not in method_names():
+            raise ValueError(f"unknown method {v!r}; allowed: {', '.join(method_names())}")
         return v
+
+    @model_validator(mode="after")
+    def _options_fit_method(self) -> "PruneConfig":
+        if (self.allocation == "explicit") != bool(self.layer_densities):
+            raise ValueError("layer_densities is required by, and only used with, allocation 'explicit'")
+        if self.ablation != "none" and self.method in ("dense", "pdp"):
+            raise ValueError(f"ablation {self.ablation!r} does not apply to method {self.method!r}")
+        if self.ablation == "invert" and self.method == "imp":
+            raise ValueError("ablation 'invert' needs a pruning-at-init scoring method, not 'imp'")
+        if self.method == "pdp" and self.pdp.structure == "nm":
+            implied = 1 - self.pdp.n / self.pdp.m
+            if abs(self.sparsity - implied) > 1e-9:
+                raise ValueError(
+                    f"pdp {self.pdp.n}:{self.pdp.m} fixes sparsity at {implied:g}; set prune.sparsity to {implied:g}"
+                )
+        return self
+
+    @property
+    def effective_allocation(self) -> str:
+        return self.allocation or ("global" if self.scope == "global" else "uniform")
 
     @model_validator(mode="after")
     def _dense_is_dense(self) -> "PruneConfig":

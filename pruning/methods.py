@@ -19,11 +19,14 @@ from training.identity import content_hash
 from training.registry import Registry
 from training.trainer import Trainer, TrainState
 
+from .ablations import InvertedScorer, reinitialize, shuffle_mask
+from .allocation import allocate, layer_shapes
 from .at_init import prune_at_init
 from .config import PruneConfig
 from .imp import LevelRecord, run_imp
 from .mask import Mask
-from .scorers import SCORERS, ScoringBatches
+from .pdp import run_pdp
+from .scorers import SCORERS, Scorer, ScoringBatches
 
 
 @dataclass
@@ -35,6 +38,7 @@ class SearchContext:
     seed: int
     store_root: Path | None = None  # where checkpointed units (IMP levels) live; None = no caching
     store_key: dict = field(default_factory=dict)  # settings besides pruning's that fix a unit's result
+    model_factory: Callable[[], nn.Module] | None = None  # builds a fresh model (the reinit ablation)
     on_level: Callable[[LevelRecord, Mask], None] | None = None
     log: Callable[[str], None] = lambda msg: None
 
@@ -46,6 +50,7 @@ class MaskSearch:
     levels: list[LevelRecord] = field(default_factory=list)
     sample_passes: int = 0
     wall_time_s: float = 0.0
+    trained: bool = False  # the search already trained the masked net (train-time pruning)
 
 
 METHODS: Registry[Callable[[SearchContext], MaskSearch]] = Registry("pruning method")
@@ -87,28 +92,67 @@ def scoring_batches(data: DataBundle, per_class: int | None, seed: int, device: 
     )
 
 
-def _search_at_init(ctx: SearchContext, scorer_name: str, per_class: int | None = None) -> MaskSearch:
+# Options each scorer takes from the prune config; scorers without an entry take none.
+SCORER_OPTIONS: dict[str, Callable[[PruneConfig], dict]] = {
+    "snip": lambda p: {"bn_mode": p.bn_mode},
+    "grasp": lambda p: {"temperature": p.grasp_temperature, "bn_mode": p.bn_mode},
+    "px": lambda p: {"variant": p.px_variant},
+}
+
+
+def build_scorer(name: str, prune: PruneConfig, seed: int) -> Scorer:
+    cls = SCORERS.get(name)
+    scorer: Scorer = cls(seed=seed, **SCORER_OPTIONS.get(name, lambda p: {})(prune))
+    return InvertedScorer(scorer) if prune.ablation == "invert" else scorer
+
+
+def _search_at_init(ctx: SearchContext, scorer_name: str) -> MaskSearch:
     t0 = time.perf_counter()
     start, passes = _rewind_point(ctx)
-    scorer_cls = SCORERS.get(scorer_name)
-    scorer = scorer_cls(seed=ctx.seed)
-    batches = scoring_batches(ctx.data, per_class if scorer_cls.needs_data else None, ctx.seed, ctx.trainer.device)
+    p = ctx.prune
+    scorer = build_scorer(scorer_name, p, ctx.seed)
+    batches = scoring_batches(
+        ctx.data, p.examples_per_class if scorer.needs_data else None, ctx.seed, ctx.trainer.device
+    )
+    density = allocate(p.effective_allocation, p.density, layer_shapes(ctx.model, p.ignore), p.layer_densities or None)
     mask = prune_at_init(
         ctx.model,
         scorer,
-        ctx.prune.density,
+        density,
         batches,
-        rounds=ctx.prune.rounds or scorer_cls.default_rounds,
-        schedule=ctx.prune.schedule,
-        scope=ctx.prune.scope,
-        ignore=ctx.prune.ignore,
+        rounds=p.rounds or scorer.default_rounds,
+        schedule=p.schedule,
+        scope="global" if p.effective_allocation == "global" else "layerwise",
+        ignore=p.ignore,
     )
+    if batches.x is not None:
+        passes += len(batches.x) * (p.rounds or scorer.default_rounds)
     return MaskSearch(mask, start, sample_passes=passes, wall_time_s=time.perf_counter() - t0)
 
 
-@METHODS.register("random")
-def search_random(ctx: SearchContext) -> MaskSearch:
-    return _search_at_init(ctx, "random")
+def method_names() -> list[str]:
+    return sorted(set(METHODS.names()) | set(SCORERS.names()))
+
+
+def get_method(name: str) -> Callable[[SearchContext], MaskSearch]:
+    """Registered methods first; any other registered scorer is a pruning-at-init method."""
+    if name in METHODS:
+        return METHODS.get(name)
+    if name in SCORERS:
+        return lambda ctx: _search_at_init(ctx, name)
+    raise KeyError(f"unknown pruning method {name!r}; allowed: {', '.join(method_names())}")
+
+
+def apply_ablation(ctx: SearchContext, search: MaskSearch) -> MaskSearch:
+    """Frankle et al. 2021: does the method's mask carry information beyond per-layer densities?"""
+    if ctx.prune.ablation == "shuffle":
+        search.mask = shuffle_mask(search.mask, seed=ctx.seed + 10_007)
+    elif ctx.prune.ablation == "reinit":
+        if ctx.model_factory is None:
+            raise ValueError("the reinit ablation needs a model factory")
+        fresh = reinitialize(ctx.model_factory, seed=ctx.seed + 10_007)
+        search.start = TrainState(0, {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}, {})
+    return search
 
 
 def _imp_store(ctx: SearchContext, prune_fraction: float) -> Path | None:
@@ -150,3 +194,13 @@ def search_magnitude(ctx: SearchContext) -> MaskSearch:
 @METHODS.register("imp")
 def search_imp(ctx: SearchContext) -> MaskSearch:
     return _search_imp(ctx, ctx.prune.prune_fraction)
+
+
+@METHODS.register("pdp")
+def search_pdp(ctx: SearchContext) -> MaskSearch:
+    """Train-time pruning: the search is the training run; its hard-masked net is the result."""
+    result = run_pdp(ctx.model, ctx.trainer, None if ctx.prune.pdp.structure == "nm" else ctx.prune.sparsity,
+                     ctx.prune.pdp, ignore=ctx.prune.ignore)
+    ctx.log(f"pdp: soft-mask test acc {result.soft_test_accuracy:.4f}, hard-mask {result.test_accuracy:.4f}")
+    return MaskSearch(result.mask, TrainState(ctx.trainer.total_steps, result.trained_state, {}),
+                      sample_passes=result.sample_passes, wall_time_s=result.wall_time_s, trained=True)

@@ -1,0 +1,373 @@
+"""``prunetune prune``: score one model and write its mask, without training.
+
+The model is freshly initialised (seeded) or loaded from ``--checkpoint``; the mask comes from the same
+code as a trial's mask stage for pruning-at-init methods (``build_scorer`` + ``scoring_batches`` +
+``allocate`` + ``prune_at_init``), with the options validated by ``PruneConfig``, so a setting means
+(and fails) the same here as in an experiment file. Methods whose search needs training (``imp``,
+``pdp``, ``dense``) belong to ``prunetune run``.
+
+Writes ``<out>/mask.pt`` (``Mask.save``) and ``<out>/sparsity.json``; each file is written atomically,
+and nothing is written unless every input checked out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_CONFIG = 2
+
+# PruneConfig field -> the flag that sets it, for error messages.
+_FLAGS = {
+    "method": "--method",
+    "sparsity": "--sparsity",
+    "rounds": "--rounds",
+    "schedule": "--schedule",
+    "scope": "--scope",
+    "allocation": "--allocation",
+    "layer_densities": "--layer-density",
+    "examples_per_class": "--examples-per-class",
+    "px_variant": "--px-variant",
+    "ignore": "--ignore",
+    "bn_mode": "--bn-mode",
+}
+
+
+class PruneInputError(ValueError):
+    """Bad command-line input, phrased for the user."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "prune",
+        help="score an untrained (or loaded) model and write its mask, without training",
+        description="Prune at initialisation: write DIR/mask.pt and DIR/sparsity.json for one model.",
+    )
+    p.add_argument("--model", required=True, help="model name (see training.models), e.g. vgg16_bn, mlp, tv:resnet18")
+    p.add_argument("--model-options", metavar="JSON", help='model options as a JSON object, e.g. \'{"widths": [64]}\'')
+    p.add_argument("--dataset", help="dataset the model is built for; needed by data-driven methods (snip, grasp, px)")
+    p.add_argument("--input-shape", metavar="C,H,W", help="input shape without the batch dimension (C,H,W or C,L), instead of --dataset")
+    p.add_argument("--num-classes", type=int, metavar="K", help="number of classes, with --input-shape")
+    p.add_argument("--method", required=True, help="pruning-at-init scorer: random, magnitude, snip, grasp, synflow, px")
+    p.add_argument("--sparsity", required=True, type=float, help="fraction of prunable weights removed, in (0, 1)")
+    p.add_argument("--rounds", type=int, help="scoring rounds (default per method: synflow/px 100, others 1)")
+    p.add_argument("--schedule", help="density schedule over rounds: exponential (default) or linear")
+    p.add_argument("--scope", help="global (default) or layerwise")
+    p.add_argument("--allocation", help="how density is shared by layers: global, uniform, erk, explicit")
+    p.add_argument("--layer-density", action="append", metavar="NAME=D", help="with --allocation explicit: one per prunable weight (repeatable)")
+    p.add_argument("--ignore", action="append", metavar="NAME", help="prunable weight kept dense, e.g. fc.weight (repeatable)")
+    p.add_argument("--examples-per-class", type=int, metavar="N", help="data-driven scorers: class-balanced examples (default 10)")
+    p.add_argument("--px-variant", help="PX: clean (default) or official")
+    p.add_argument("--bn-mode", help="SNIP/GraSP: BatchNorm mode while scoring, eval (default) or train")
+    p.add_argument("--checkpoint", metavar="FILE", help="state_dict to load into the model before scoring")
+    p.add_argument("--seed", type=int, default=0, help="seeds the initialisation, the scorer and the example sample")
+    p.add_argument("--data-root", default="data", metavar="DIR", help="where datasets live (default ./data)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to score (default auto)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory for mask.pt and sparsity.json")
+    p.set_defaults(func=cmd_prune)
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"prunetune: error: {msg}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    try:
+        job = _prepare(args)
+    except PruneInputError as exc:
+        return _fail(str(exc))
+    return _run(job)
+
+
+# --------------------------------------------------------------------------------------------- checking
+def _prune_config(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from pruning.config import PruneConfig
+
+    fields: dict[str, Any] = {"method": args.method, "sparsity": args.sparsity}
+    optional = {
+        "rounds": args.rounds,
+        "schedule": args.schedule,
+        "scope": args.scope,
+        "allocation": args.allocation,
+        "examples_per_class": args.examples_per_class,
+        "px_variant": args.px_variant,
+        "bn_mode": args.bn_mode,
+        "ignore": args.ignore,
+        "layer_densities": _layer_densities(args.layer_density) if args.layer_density else None,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    try:
+        return PruneConfig.model_validate(fields)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = [str(p) for p in e["loc"]]
+            flag = _FLAGS.get(loc[0], loc[0]) if loc else "options"
+            msg = e["msg"].removeprefix("Value error, ")
+            bad = e.get("input")
+            shown = "" if isinstance(bad, dict) or e["type"] == "missing" else f" (got {bad!r})"
+            lines.append(f"  {flag}: {msg}{shown}")
+        raise PruneInputError("invalid pruning options:\n" + "\n".join(lines)) from None
+
+
+def _layer_densities(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise PruneInputError(f"--layer-density {item!r}: expected NAME=DENSITY, e.g. fc.weight=0.5")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise PruneInputError(f"--layer-density {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.replace(" ", "").split(","))
+    except ValueError:
+        raise PruneInputError(f"--input-shape {text!r}: expected comma-separated integers, e.g. 3,32,32 or 1,40") from None
+    if not shape or any(s < 1 for s in shape):
+        raise PruneInputError(f"--input-shape {text!r}: sizes must be positive integers")
+    return shape
+
+
+def _model_config(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from training.models import ModelConfig
+
+    options: dict[str, Any] = {}
+    if args.model_options:
+        try:
+            options = json.loads(args.model_options)
+        except json.JSONDecodeError as exc:
+            raise PruneInputError(f"--model-options is not valid JSON: {exc}") from None
+        if not isinstance(options, dict):
+            raise PruneInputError("--model-options must be a JSON object, e.g. '{\"width\": 16}'")
+    try:
+        return ModelConfig(name=args.model, options=options)
+    except ValidationError as err:
+        msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+        raise PruneInputError(f"--model {args.model!r}: {msgs}") from None
+
+
+def _read_checkpoint(path: Path) -> dict:
+    import torch
+
+    if not path.is_file():
+        raise PruneInputError(f"--checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated files, foreign pickles, not a torch file: several types
+        raise PruneInputError(
+            f"--checkpoint {path} cannot be read as a state_dict (not a torch.save file, truncated, or "
+            f"holding objects other than tensors): {_reason(exc)}"
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):  # a saved TrainState
+        data = data["model"]
+    if not isinstance(data, dict) or not data or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
+    ):
+        raise PruneInputError(f"--checkpoint {path} does not hold a state_dict (a mapping of names to tensors)")
+    return data
+
+
+def _reason(exc: Exception) -> str:
+    """The useful line of a torch.load error (its weights_only errors carry a page of advice)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _load_into(model, state: dict, path: Path, model_name: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_few(unexpected)}")
+        if wrong:
+            parts.append("shape mismatch " + _few(
+                [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong]))
+        raise PruneInputError(f"--checkpoint {path} does not match model {model_name!r}: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _prepare(args: argparse.Namespace) -> dict:
+    """Check every input and build what scoring needs; raises PruneInputError, writes nothing."""
+    import torch
+
+    from pruning.allocation import allocate, layer_shapes
+    from pruning.methods import build_scorer, scoring_batches
+    from pruning.scorers import SCORERS, ScoringBatches
+    from training.trainer import resolve_device
+
+    prune = _prune_config(args)
+    if prune.method not in SCORERS:
+        raise PruneInputError(
+            f"--method {prune.method!r} searches its mask by training (imp, pdp) or does not prune (dense); "
+            f"'prunetune prune' scores without training: use one of {', '.join(SCORERS.names())}, "
+            "or 'prunetune run' for training-based methods"
+        )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise PruneInputError(f"--out {out} exists and is not a directory")
+
+    if args.dataset and args.input_shape:
+        raise PruneInputError("give either --dataset or --input-shape (with --num-classes), not both")
+    if args.num_classes is not None and not args.input_shape:
+        raise PruneInputError("--num-classes goes with --input-shape (a dataset fixes its own classes)")
+
+    seed = int(args.seed)
+    scorer = build_scorer(prune.method, prune, seed)
+    if scorer.needs_data and not args.dataset:
+        raise PruneInputError(
+            f"--method {prune.method} scores with training examples ({prune.examples_per_class} per class): "
+            "give --dataset"
+        )
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as exc:
+        raise PruneInputError(f"--device {args.device}: {exc}") from None
+
+    data = None
+    if args.dataset:
+        from pydantic import ValidationError
+
+        from training.data import DataConfig, load_dataset
+
+        try:
+            data = load_dataset(DataConfig(name=args.dataset, root=args.data_root))
+        except ValidationError as err:
+            msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            raise PruneInputError(f"--dataset {args.dataset!r}: {msgs}") from None
+        except (FileNotFoundError, ValueError) as exc:
+            raise PruneInputError(f"--dataset {args.dataset!r}: {exc}") from None
+        shape, num_classes = tuple(data.input_shape), int(data.num_classes)
+    elif args.input_shape:
+        shape = _input_shape(args.input_shape)
+        if args.num_classes is None or args.num_classes < 1:
+            raise PruneInputError("--input-shape needs --num-classes K (K >= 1)")
+        num_classes = int(args.num_classes)
+    else:
+        raise PruneInputError("give --dataset, or --input-shape C,H,W (or C,L) with --num-classes")
+
+    model_cfg = _model_config(args)
+    _seed_everything(seed)
+    try:
+        from training.models import create_model
+
+        model = create_model(model_cfg, shape, num_classes)
+    except ValueError as exc:
+        raise PruneInputError(f"--model {args.model!r}: {exc}") from None
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    if checkpoint is not None:
+        _load_into(model, _read_checkpoint(checkpoint), checkpoint, args.model)
+    model.to(device)
+
+    try:
+        shapes = layer_shapes(model, prune.ignore)
+        density = allocate(prune.effective_allocation, prune.density, shapes, prune.layer_densities or None)
+        batches = (
+            scoring_batches(data, prune.examples_per_class if scorer.needs_data else None, seed, device)
+            if data is not None
+            else ScoringBatches(None, None, shape, num_classes)
+        )
+    except ValueError as exc:
+        raise PruneInputError(str(exc)) from None
+    return {
+        "args": args, "prune": prune, "model": model, "scorer": scorer, "density": density,
+        "batches": batches, "shape": shape, "num_classes": num_classes, "out": out, "seed": seed,
+        "checkpoint": checkpoint, "model_cfg": model_cfg, "device": device,
+    }
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------- scoring
+def _run(job: dict) -> int:
+    from pruning.at_init import prune_at_init
+    from pruning.mask import atomic_write_text
+    from pruning.select import kept_count
+
+    prune, scorer, args = job["prune"], job["scorer"], job["args"]
+    rounds = prune.rounds or scorer.default_rounds
+    scope = "global" if prune.effective_allocation == "global" else "layerwise"
+    t0 = time.perf_counter()
+    try:
+        mask = prune_at_init(
+            job["model"], scorer, job["density"], job["batches"], rounds=rounds,
+            schedule=prune.schedule, scope=scope, ignore=prune.ignore,
+        )
+    except ValueError as exc:  # e.g. a scorer refusing the model; still nothing written
+        return _fail(f"{prune.method} could not score model {args.model!r}: {exc}")
+    wall = time.perf_counter() - t0
+
+    report = mask.report()
+    if prune.effective_allocation == "global":
+        expected = kept_count(prune.density, report.total)
+        assert report.kept == expected, f"kept {report.kept} weights, expected exactly {expected}"
+    summary = {
+        **report.to_dict(),
+        "method": prune.method,
+        "model": args.model,
+        "model_options": job["model_cfg"].options,
+        "dataset": args.dataset,
+        "input_shape": list(job["shape"]),
+        "num_classes": job["num_classes"],
+        "target_sparsity": prune.sparsity,
+        "rounds": rounds,
+        "schedule": prune.schedule,
+        "scope": scope,
+        "allocation": prune.effective_allocation,
+        "examples_per_class": prune.examples_per_class if scorer.needs_data else None,
+        "px_variant": prune.px_variant if prune.method == "px" else None,
+        "ignore": list(prune.ignore),
+        "checkpoint": str(job["checkpoint"]) if job["checkpoint"] else None,
+        "seed": job["seed"],
+        "device": str(job["device"]),
+        "wall_time_s": wall,
+    }
+    out: Path = job["out"]
+    mask.save(out / "mask.pt")
+    atomic_write_text(out / "sparsity.json", json.dumps(summary, indent=2))
+
+    compression = f"{report.compression:.1f}x" if report.kept else "inf"
+    collapsed = ",".join(report.collapsed) if report.collapsed else "none"
+    print(
+        f"{prune.method} {args.model}: kept {report.kept}/{report.total} (density {report.density:.4g}, "
+        f"sparsity {report.sparsity:.4g}, {compression}), {rounds} round(s), collapsed: {collapsed}, "
+        f"{wall:.2f}s -> {out / 'mask.pt'}"
+    )
+    return 0
+
+
+__all__ = ["add_parser", "cmd_prune"]

@@ -1,0 +1,70 @@
+"""GraSP (Wang, Zhang & Grosse 2020): score = theta * (H g), signed; the caller keeps the largest.
+
+As in the reference implementations (alecwangcq/GraSP, Synaptic-Flow):
+
+1. g = sum over batches of grad_theta CE(f(x) / T, y), detached (T = 200 by default);
+2. H g = sum over batches of grad_theta (g . grad_theta CE_b), the inner gradient built with
+   ``create_graph=True`` (double backprop, never a materialised Hessian);
+3. score = theta * (H g), with no absolute value. Keeping the largest is the paper's rule of removing
+   the top entries of -theta * Hg. The reference divides by abs(sum of scores) + eps, a positive
+   constant that changes no ranking, so it is left out.
+
+theta is the set of prunable weights only (the reference differentiates w.r.t. its masked weights,
+which are the prunable ones): biases and norm parameters are constants here, so g and H g have no
+components along them. Like the reference, whose layers compute ``weight * mask``, the weights enter
+the net as ``theta * m`` with the current mask m, so the gradient and Hessian are those of the masked
+net (g and H g vanish on pruned entries, and H is M H M). For a full mask (the default one round) this
+is the plain gradient and Hessian. The model is run through ``torch.func.functional_call``; nothing is
+patched globally.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from .base import SCORERS, Scorer
+from .snip import BNMode, batch_to, check_bn_mode, scoring_mode
+
+
+@SCORERS.register("grasp")
+class GraSPScorer(Scorer):
+    needs_data = True
+    default_rounds = 1
+
+    def __init__(self, seed: int = 0, temperature: float = 200.0, bn_mode: BNMode = "eval") -> None:
+        super().__init__(seed)
+        if not temperature > 0:
+            raise ValueError(f"GraSP temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self.bn_mode = check_bn_mode(bn_mode)
+
+    def score(self, model, params, mask, batches):
+        names = list(params)
+        theta = [params[n].detach().clone().requires_grad_(True) for n in names]
+        gates = [mask[n].to(device=t.device, dtype=t.dtype) for n, t in zip(names, theta)]
+        like = theta[0]
+
+        def loss_on(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            x, y = batch_to(x, y, like)
+            substituted = {n: t * m for n, t, m in zip(names, theta, gates)}
+            return F.cross_entropy(functional_call(model, substituted, (x,)) / self.temperature, y)
+
+        with scoring_mode(model, self.bn_mode):
+            g = [torch.zeros_like(t) for t in theta]
+            for x, y in batches:
+                grads = torch.autograd.grad(loss_on(x, y), theta, allow_unused=True, materialize_grads=True)
+                for acc, gr in zip(g, grads):
+                    acc += gr
+            hg = [torch.zeros_like(t) for t in theta]
+            for x, y in batches:
+                grads = torch.autograd.grad(
+                    loss_on(x, y), theta, create_graph=True, allow_unused=True, materialize_grads=True
+                )
+                z = sum((gi * gr).sum() for gi, gr in zip(g, grads))
+                if not z.requires_grad:  # no second-order dependence at all: H g is zero
+                    continue
+                second = torch.autograd.grad(z, theta, allow_unused=True, materialize_grads=True)
+                for acc, h in zip(hg, second):
+                    acc += h
+        return {n: (t.detach() * h).to(torch.float64) for n, t, h in zip(names, theta, hg)}

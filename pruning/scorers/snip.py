@@ -1,0 +1,95 @@
+"""SNIP (Lee et al. 2019): connection sensitivity abs(dL/dm) at the current mask.
+
+The weight is reparametrised as ``w * m`` with ``m`` a float64 tensor of ones that requires grad, and
+the model is run through ``torch.func.functional_call`` with those products substituted for the
+prunable weights (nothing is patched globally and the model's own parameters are never replaced).
+``dL/dm = w * dL/d(w*m)`` at m = 1, so the score equals abs(theta * dL/dtheta). The scorer receives
+the weights with the current mask already applied, so a pruned weight (theta = 0) scores 0; the
+selection keeps it pruned anyway (it sets pruned entries to -inf).
+
+L is the cross-entropy (batch mean) summed over the scoring batches, as in the reference
+implementations, whose gradients accumulate over batches. The reference code further divides by the
+sum of all scores; that positive constant changes no ranking, so it is left out.
+
+``scoring_mode`` below is shared with GraSP: it puts the model in the requested BatchNorm mode for the
+duration of scoring and then restores both the train/eval flags and every buffer, so BatchNorm running
+statistics are unchanged by scoring in either mode (an iterative round never sees statistics updated
+by the previous round's scoring batches).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .base import SCORERS, Scorer
+
+BNMode = Literal["eval", "train"]
+BN_MODES = ("eval", "train")
+
+
+def check_bn_mode(bn_mode: str) -> str:
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"unknown bn_mode {bn_mode!r}; allowed: {', '.join(BN_MODES)}")
+    return bn_mode
+
+
+@contextmanager
+def scoring_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
+    """Run the body with ``model`` in train (``bn_mode="train"``) or eval mode, then restore it.
+
+    Every module's ``training`` flag and every buffer (BatchNorm running mean/var, batch counters)
+    is put back afterwards, so scoring leaves the model exactly as it found it.
+    """
+    check_bn_mode(bn_mode)
+    flags = [(m, m.training) for m in model.modules()]
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    model.train(bn_mode == "train")
+    try:
+        yield
+    finally:
+        for m, was_training in flags:
+            m.training = was_training
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
+
+
+def batch_to(x: torch.Tensor, y: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs cast to the scoring dtype (float64) and device of ``like``; labels as int64 there."""
+    return x.to(device=like.device, dtype=like.dtype), y.to(device=like.device, dtype=torch.long)
+
+
+@SCORERS.register("snip")
+class SNIPScorer(Scorer):
+    """Score = abs(dL/dm) at m = 1 = abs(theta * dL/dtheta), L = sum over batches of mean CE."""
+
+    needs_data = True
+    default_rounds = 1
+
+    def __init__(self, seed: int = 0, bn_mode: BNMode = "eval") -> None:
+        super().__init__(seed)
+        self.bn_mode = check_bn_mode(bn_mode)
+
+    def score(self, model, params, mask, batches):
+        names = list(params)
+        weights = {n: params[n].detach() for n in names}
+        gates = {n: torch.ones_like(weights[n], requires_grad=True) for n in names}
+        like = weights[names[0]]
+        total = {n: torch.zeros_like(gates[n]) for n in names}
+        with scoring_mode(model, self.bn_mode):
+            for x, y in batches:
+                x, y = batch_to(x, y, like)
+                substituted = {n: weights[n] * gates[n] for n in names}
+                out = functional_call(model, substituted, (x,))
+                loss = F.cross_entropy(out, y)
+                grads = torch.autograd.grad(
+                    loss, [gates[n] for n in names], allow_unused=True, materialize_grads=True
+                )
+                for n, g in zip(names, grads):
+                    total[n] += g
+        return {n: total[n].abs().to(torch.float64) for n in names}

@@ -1,0 +1,79 @@
+"""Every method runs through the trial's stages (without Ray) with exact sparsity."""
+import json
+import textwrap
+
+import pytest
+import torch
+import yaml
+
+from pipelines.config import ConfigError, trial_config
+from pipelines.trial import run_trial
+
+RAW = yaml.safe_load(textwrap.dedent(
+    """
+    name: t
+    data: {name: digits, val_fraction: 0.15}
+    model: {name: mlp, options: {widths: [48, 24]}}
+    train: {epochs: 2, batch_size: 128, lr: 0.05}
+    prune: {method: imp, sparsity: 0.8}
+    """
+))
+
+
+@pytest.mark.parametrize("method", ["random", "magnitude", "snip", "grasp", "synflow", "px", "imp", "pdp"])
+def test_each_method_hits_the_target_sparsity(tmp_path, method):
+    cfg = trial_config(RAW, {"prune.method": method, "prune.sparsity": 0.8})
+    row = run_trial(cfg, tmp_path, log=lambda m: None)
+    assert row["achieved_sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert 0 <= row["test_accuracy"] <= 1
+    trial_dir = tmp_path / "runs" / cfg.trial_hash()
+    report = json.loads((trial_dir / "sparsity.json").read_text())
+    assert report["kept"] == round(0.2 * report["total"])
+    state = torch.load(trial_dir / "model.pt", weights_only=True)
+    mask = torch.load(trial_dir / "mask.pt", weights_only=True)
+    for name, m in mask.items():
+        assert torch.count_nonzero(state[name][~m]) == 0
+
+
+def test_rerun_is_a_cache_hit(tmp_path):
+    cfg = trial_config(RAW, {"prune.method": "magnitude"})
+    first = run_trial(cfg, tmp_path, log=lambda m: None)
+    second = run_trial(cfg, tmp_path, log=lambda m: None)
+    assert second["cached"] and second["test_accuracy"] == first["test_accuracy"]
+
+
+@pytest.mark.parametrize("ablation", ["shuffle", "reinit", "invert"])
+def test_ablations_run_and_keep_the_density(tmp_path, ablation):
+    cfg = trial_config(RAW, {"prune.method": "snip", "prune.ablation": ablation})
+    row = run_trial(cfg, tmp_path, log=lambda m: None)
+    assert row["achieved_sparsity"] == pytest.approx(0.8, abs=1e-3)
+
+
+def test_layer_allocations(tmp_path):
+    erk = run_trial(trial_config(RAW, {"prune.method": "synflow", "prune.allocation": "erk"}), tmp_path, log=lambda m: None)
+    assert erk["achieved_sparsity"] == pytest.approx(0.8, abs=1e-3)
+    explicit = {"prune.method": "magnitude", "prune.allocation": "explicit",
+                "prune.layer_densities": {"layers.0.weight": 0.1, "layers.2.weight": 0.5, "fc.weight": 1.0}}
+    row = run_trial(trial_config(RAW, explicit), tmp_path, log=lambda m: None)
+    report = json.loads((tmp_path / "runs" / row["trial_hash"] / "sparsity.json").read_text())
+    assert report["layers"]["layers.0.weight"]["density"] == pytest.approx(0.1, abs=1e-3)
+    assert report["layers"]["fc.weight"]["density"] == 1.0
+    with pytest.raises(ValueError, match="not prunable|missing"):
+        bad = trial_config(RAW, {**explicit, "prune.layer_densities": {"nope.weight": 0.5}})
+        run_trial(bad, tmp_path, log=lambda m: None)
+
+
+def test_pdp_nm_and_option_validation(tmp_path):
+    cfg = trial_config(RAW, {"prune.method": "pdp", "prune.sparsity": 0.5, "prune.pdp.structure": "nm",
+                             "prune.pdp.n": 2, "prune.pdp.m": 4, "prune.ignore": ["fc.weight"]})
+    run_trial(cfg, tmp_path, log=lambda m: None)
+    mask = torch.load(tmp_path / "runs" / cfg.trial_hash() / "mask.pt", weights_only=True)
+    for name, m in mask.items():
+        groups = m.reshape(m.shape[0], -1, 4).sum(-1)
+        assert bool((groups == 2).all()), name
+    with pytest.raises(ConfigError, match="fixes sparsity"):
+        trial_config(RAW, {"prune.method": "pdp", "prune.pdp.structure": "nm", "prune.sparsity": 0.9})
+    with pytest.raises(ConfigError, match="invert"):
+        trial_config(RAW, {"prune.method": "imp", "prune.ablation": "invert"})
+    with pytest.raises(ConfigError, match="px_variant"):
+        trial_config(RAW, {"prune.method": "px", "prune.px_variant": "offical"})
