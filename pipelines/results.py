@@ -19,7 +19,23 @@ EXTRA = [
     "dense_flops", "flops", "collapsed", "collapsed_layers", "levels",
     "search_wall_time_s", "search_sample_passes", "retrain_wall_time_s", "retrain_sample_passes",
     "test_loss", "trial_hash", "cached", "overrides",
+    "small_set_hash", "small_set_method", "small_set_size", "distill_wall_time_s", "distill_sample_passes",
+    "distill_shared_by", "distill_amortized_wall_time_s", "distill_amortized_sample_passes",
 ]
+
+
+def amortize_distillation(rows: list[dict[str, Any]]) -> None:
+    """Share each small set's cost among the trials of this sweep that used it."""
+    users: dict[str, int] = {}
+    for r in rows:
+        if r.get("small_set_hash"):
+            users[r["small_set_hash"]] = users.get(r["small_set_hash"], 0) + 1
+    for r in rows:
+        h = r.get("small_set_hash")
+        if h:
+            r["distill_shared_by"] = users[h]
+            r["distill_amortized_wall_time_s"] = r["distill_wall_time_s"] / users[h]
+            r["distill_amortized_sample_passes"] = r["distill_sample_passes"] / users[h]
 
 
 def _clean(v: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import yaml
 
 from .config import ExperimentConfig, trial_config
-from .results import write_results
+from .results import amortize_distillation, write_results
 from .tracking import RunLogger, TrackingTarget, default_tracking_uri, finish_run, start_parent
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -150,6 +150,35 @@ def _run_phase(
     return rows
 
 
+def _distill_stage(raw: dict, points: list[dict], cfg: ExperimentConfig, out_dir: Path,
+                   parent: RunLogger, echo: Callable[[str], None]) -> None:
+    """Make every small set the grid's trials need once, on the driver, before trials start.
+
+    Trials then load the artifact instead of racing to make it; Optuna trials whose settings change
+    the set make their own on first use.
+    """
+    from distill.store import distilled_path, ensure_distilled
+    from pruning.methods import small_set_config
+    from training.data import load_dataset
+
+    fixed = dict(cfg.sweep.optuna.fixed) if cfg.sweep.optuna else None
+    seen: set[Path] = set()
+    for point in points + ([fixed] if fixed is not None else []):
+        tcfg = trial_config(raw, point)
+        dcfg = small_set_config(tcfg.prune)
+        if dcfg is None:
+            continue
+        if distilled_path(out_dir, tcfg.data, dcfg) in seen:
+            continue
+        ds, path, made = ensure_distilled(load_dataset(tcfg.data), tcfg.data, dcfg, out_dir, log=echo)
+        seen.add(path)
+        echo(f"small set {dcfg.method} ({len(ds)} samples): {'made' if made else 'reused'} {path} "
+             f"cost {ds.cost.get('wall_time_s', 0):.1f}s, {ds.cost.get('sample_passes', 0)} sample passes")
+        parent.artifact(path, "distilled")
+        if path.with_suffix(".png").is_file():
+            parent.artifact(path.with_suffix(".png"), "distilled")
+
+
 def run_sweep(
     cfg: ExperimentConfig,
     raw: dict,
@@ -193,6 +222,7 @@ def run_sweep(
         points = expand_grid(cfg.sweep.grid)
         if not points and cfg.sweep.optuna is None:
             points = [{}]  # no sweep section: the config itself is the one trial
+        _distill_stage(raw, points, cfg, out_dir, parent, echo)
         if points:
             echo(f"grid phase: {len(points)} trials")
             outcome.rows += _run_phase(
@@ -214,8 +244,14 @@ def run_sweep(
                 "optuna", {}, {"search_alg": searcher, "num_samples": opt.num_samples},
                 cfg, raw, out_dir, target, dict(opt.fixed), opt.num_samples,
             )
+        amortize_distillation(outcome.rows)
         outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
         parent.artifact(outcome.results_path)
+        from .report import plot_accuracy_vs_sparsity
+
+        plot = plot_accuracy_vs_sparsity(outcome.rows, out_dir / "accuracy_vs_sparsity.png")
+        if plot is not None:
+            parent.artifact(plot)
         parent.metrics({"trials": len(outcome.rows), "trials_ok": sum(r["status"] == "ok" for r in outcome.rows)})
         status = "FINISHED" if outcome.ok else "FAILED"
     finally:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 
+from distill.store import ensure_distilled
 from pruning.imp import LevelRecord
 from pruning.mask import Mask, atomic_torch_save, atomic_write_text
 from pruning.methods import SearchContext, apply_ablation, get_method
@@ -89,6 +90,7 @@ def run_trial(
         on_level=on_level,
         log=log,
         model_factory=lambda: create_model(cfg.model, data.input_shape, data.num_classes),
+        small_set=lambda dcfg: ensure_distilled(data, cfg.data, dcfg, out_dir, log=log)[0],
     )
     search = apply_ablation(ctx, get_method(cfg.prune.method)(ctx))
     mask = search.mask
@@ -153,6 +155,7 @@ def run_trial(
         "retrain_sample_passes": result.sample_passes,
         "wall_time_s": time.perf_counter() - t_start,
         "trial_hash": cfg.trial_hash(),
+        **_small_set_columns(search.small_set),
         "cached": False,
     }
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +164,8 @@ def run_trial(
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, trial_dir / "model.pt")
     atomic_write_text(trial_dir / "levels.json", json.dumps([asdict(r) for r in search.levels], indent=2))
     atomic_write_text(trial_dir / "config.json", json.dumps(cfg.result_settings(), indent=2))
+    if search.level_dir is not None:
+        atomic_write_text(trial_dir / "level_dir.txt", str(search.level_dir))
     atomic_write_text(trial_dir / "result.json", json.dumps(row, indent=2))  # last: marks the trial done
     if logger:
         _log_outputs(logger, row, trial_dir, cached=False)
@@ -171,12 +176,34 @@ def run_trial(
     return row
 
 
+def _small_set_columns(small) -> dict[str, Any]:
+    """The small set's own cost (alone); the driver adds the cost amortised over the sweep."""
+    if small is None:
+        return {"small_set_hash": None, "small_set_method": None, "small_set_size": None,
+                "distill_wall_time_s": None, "distill_sample_passes": None}
+    return {
+        "small_set_hash": small.content_hash,
+        "small_set_method": small.recipe.get("method"),
+        "small_set_size": len(small),
+        "distill_wall_time_s": float(small.cost.get("wall_time_s", 0.0)),
+        "distill_sample_passes": int(small.cost.get("sample_passes", 0)),
+    }
+
+
 def _log_outputs(logger: RunLogger, row: dict, trial_dir: Path, cached: bool) -> None:
     logger.metrics({k: v for k, v in row.items() if k not in ("seed",)})
     logger.tags({"trial_hash": row["trial_hash"], "cached": cached, "collapsed": row["collapsed"]})
     for name in ("mask.pt", "sparsity.json", "model.pt", "levels.json", "config.json"):
         if (trial_dir / name).is_file():
             logger.artifact(trial_dir / name)
+    # Every IMP level's mask and sparsity report (the levels this trial used, not deeper ones).
+    if (trial_dir / "level_dir.txt").is_file():
+        level_dir = Path((trial_dir / "level_dir.txt").read_text())
+        for level in range(1, (row.get("levels") or 0)):
+            for name in ("mask.pt", "sparsity.json"):
+                path = level_dir / f"level_{level}" / name
+                if path.is_file():
+                    logger.artifact(path, f"levels/level_{level}")
 
 
 def describe_error(exc: BaseException) -> str:

@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from distill.artifact import DistilledSet
+from distill.methods import DistillConfig
 from training.data import DataBundle
 from training.identity import content_hash
 from training.registry import Registry
@@ -39,6 +41,7 @@ class SearchContext:
     store_root: Path | None = None  # where checkpointed units (IMP levels) live; None = no caching
     store_key: dict = field(default_factory=dict)  # settings besides pruning's that fix a unit's result
     model_factory: Callable[[], nn.Module] | None = None  # builds a fresh model (the reinit ablation)
+    small_set: Callable[[DistillConfig], DistilledSet] | None = None  # provides distilled sets / subsets
     on_level: Callable[[LevelRecord, Mask], None] | None = None
     log: Callable[[str], None] = lambda msg: None
 
@@ -51,6 +54,8 @@ class MaskSearch:
     sample_passes: int = 0
     wall_time_s: float = 0.0
     trained: bool = False  # the search already trained the masked net (train-time pruning)
+    small_set: DistilledSet | None = None  # the distilled set or subset the search trained on
+    level_dir: Path | None = None  # where IMP's per-level masks and reports were written
 
 
 METHODS: Registry[Callable[[SearchContext], MaskSearch]] = Registry("pruning method")
@@ -179,7 +184,8 @@ def _search_imp(ctx: SearchContext, prune_fraction: float) -> MaskSearch:
         on_level=ctx.on_level,
     )
     return MaskSearch(
-        result.mask, result.rewind, result.levels, result.sample_passes, time.perf_counter() - t0
+        result.mask, result.rewind, result.levels, result.sample_passes, time.perf_counter() - t0,
+        level_dir=_imp_store(ctx, prune_fraction),
     )
 
 
@@ -204,3 +210,50 @@ def search_pdp(ctx: SearchContext) -> MaskSearch:
     ctx.log(f"pdp: soft-mask test acc {result.soft_test_accuracy:.4f}, hard-mask {result.test_accuracy:.4f}")
     return MaskSearch(result.mask, TrainState(ctx.trainer.total_steps, result.trained_state, {}),
                       sample_passes=result.sample_passes, wall_time_s=result.wall_time_s, trained=True)
+
+
+def _search_small_set_imp(ctx: SearchContext, dcfg: DistillConfig) -> MaskSearch:
+    """IMP whose per-level training runs on a small set (Distilled Pruning); survivors are reset to
+    theta_k of that run and the caller's retrain stage trains them on the real data."""
+    if ctx.small_set is None:
+        raise ValueError("this method needs a distilled set provider (run it through the pipeline)")
+    t0 = time.perf_counter()
+    small = ctx.small_set(dcfg)
+    inner = Trainer(ctx.prune.small_train, small.as_bundle(ctx.data), seed=ctx.seed, device=ctx.trainer.device)
+    p = ctx.prune
+    store = None
+    if ctx.store_root is not None:
+        key = {**ctx.store_key, "small_set": small.content_hash, "small_train": p.small_train.model_dump(mode="json"),
+               "prune_fraction": p.prune_fraction, "scope": p.scope, "ignore": sorted(p.ignore),
+               "rewind_step": p.rewind_step}
+        store = ctx.store_root / f"small-imp-{content_hash(key)}"
+    result = run_imp(ctx.model, inner, p.density, prune_fraction=p.prune_fraction, rewind_step=p.rewind_step,
+                     scope=p.scope, ignore=p.ignore, store_dir=store, on_level=ctx.on_level)
+    # The real run starts afresh at step 0 from the rewound weights (its own optimizer and schedule).
+    start = TrainState(0, result.rewind.model, {})
+    return MaskSearch(result.mask, start, result.levels, result.sample_passes, time.perf_counter() - t0,
+                      small_set=small, level_dir=store)
+
+
+@METHODS.register("distilled_imp")
+def search_distilled_imp(ctx: SearchContext) -> MaskSearch:
+    return _search_small_set_imp(ctx, ctx.prune.distill)
+
+
+@METHODS.register("imp_subset")
+def search_imp_subset(ctx: SearchContext) -> MaskSearch:
+    """The control arm: the same search on a random real subset of the same size."""
+    return _search_small_set_imp(ctx, subset_config(ctx.prune.distill))
+
+
+def subset_config(dcfg: DistillConfig) -> DistillConfig:
+    return DistillConfig(method="random", ipc=dcfg.ipc, seed=dcfg.seed)
+
+
+def small_set_config(prune: PruneConfig) -> DistillConfig | None:
+    """The small set a trial with this config trains on, if any."""
+    if prune.method == "distilled_imp":
+        return prune.distill
+    if prune.method == "imp_subset":
+        return subset_config(prune.distill)
+    return None

@@ -75,16 +75,20 @@ def test_sweep_runs_trials_through_ray_and_tracks_them(tmp_path, capsys):
     levels = client.get_metric_history(imp_child.info.run_id, "level_test_accuracy")
     assert sorted(m.step for m in levels) == list(range(8))
     parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"config.yaml", "results.parquet"} <= parent_files
+    assert {"config.yaml", "results.parquet", "accuracy_vs_sparsity.png"} <= parent_files
+    level_files = {a.path for a in client.list_artifacts(imp_child.info.run_id, "levels/level_3")}
+    assert {"levels/level_3/mask.pt", "levels/level_3/sparsity.json"} <= level_files
 
 
 @pytest.mark.slow
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     cfg = tmp_path / "sweep.yaml"
+    # Also schedules on logical GPUs (a CPU machine declaring one): trials ask for half a GPU each
+    # and, finding no CUDA device, train on the CPU.
     text = CONFIG.split("  optuna:")[0].replace(
         "- {prune.method: [random, imp], prune.sparsity: [0.75]}",
         "- {prune.method: [random], prune.sparsity: [0.75], prune.rewind_step: [0, 100000]}",
-    )
+    ).replace("ray: {num_cpus: 2}", "ray: {num_cpus: 2, num_gpus: 1}\nresources: {cpu: 1, gpu: 0.5}")
     cfg.write_text(text)
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--out", str(out)]) == 1
@@ -95,3 +99,5 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
     assert client.get_run(bad[0]["mlflow_run_id"]).info.status == "FAILED"
     assert "1 trial(s) failed" in capsys.readouterr().err
+    ok = [r for r in table if r["status"] == "ok"]
+    assert all(client.get_run(r["mlflow_run_id"]).data.tags["device"] == "cpu" for r in ok)
