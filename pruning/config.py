@@ -5,7 +5,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distill.methods import DistillConfig
+from training.trainer import TrainConfig
+
 from .pdp import PDPConfig
+
+
+def _small_set_training() -> TrainConfig:
+    """Per-level training on a distilled set (Distilled Pruning's recipe, shortened: SGD 0.01,
+    momentum 0.9, wd 5e-4, LR x0.1 at half)."""
+    return TrainConfig(epochs=300, batch_size=256, optimizer="sgd", lr=0.01, momentum=0.9,
+                       weight_decay=5e-4, schedule="multistep", milestones=[150], gamma=0.1)
 
 
 class PruneConfig(BaseModel):
@@ -36,6 +46,13 @@ class PruneConfig(BaseModel):
         "none", description="sanity checks (Frankle et al. 2021): permute each layer's mask, redraw weights, keep lowest scores"
     )
     pdp: PDPConfig = Field(default_factory=PDPConfig)
+    distill: DistillConfig = Field(
+        default_factory=lambda: DistillConfig(method="dm"),
+        description="distilled_imp: how the small training set is made (imp_subset uses method 'random' with the same ipc)",
+    )
+    small_train: TrainConfig = Field(
+        default_factory=_small_set_training, description="distilled_imp/imp_subset: per-level training on the small set"
+    )
 
     @field_validator("method")
     @classmethod

@@ -1,0 +1,237 @@
+"""Differentiable Siamese Augmentation (DSA, Zhao & Bilen 2021) for images and 1-D signals.
+
+Every op is a differentiable function of the input tensor (affine_grid/grid_sample, masks, arithmetic),
+so gradients reach synthetic pixels through it. Random parameters come from a local ``torch.Generator``
+seeded by the ``seed`` argument, never from the global RNG, and **one parameter draw is shared by the
+whole batch** (DSA's Siamese mode). Calling the same ``Augment`` with the same seed on a real batch and on
+a synthetic batch of a class therefore applies exactly the same transform to both, whatever their sizes.
+
+Image strategy (DSA's ``ParamDiffAug`` defaults), ops joined by ``_``:
+
+* ``color``: brightness (add U(-0.5, 0.5)), saturation (scale the deviation from the channel mean by
+  U(0, 2)), contrast (scale the deviation from the image mean by U(0.5, 1.5));
+* ``crop``: integer translation by up to 12.5% of each side, zero fill;
+* ``cutout``: zero a square of half the side at a random position;
+* ``flip``: horizontal flip with probability 0.5;
+* ``scale``: independent x/y zoom in [1/1.2, 1.2];
+* ``rotate``: rotation by U(-15, 15) degrees.
+
+Signal strategy for (C, L) inputs, default ``shift_stretch_scale_noise``:
+
+* ``shift``: circular translation by an integer in [-12.5%, +12.5%] of L (MNIST-1D itself is built by
+  circular translation, so this keeps samples in-distribution);
+* ``stretch``: time stretch by a factor in [1/1.2, 1.2] about the centre, by linear interpolation
+  (grid_sample), edges clamped;
+* ``scale``: amplitude multiplied by U(0.8, 1.2);
+* ``noise``: one seeded Gaussian pattern (std 0.1, in normalised units) added to every sample.
+
+``mode="single"`` (DSA's default ``aug_mode='S'``) applies one op group drawn per call; ``mode="all"``
+applies every op in order.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Augment", "IMAGE_STRATEGY", "SIGNAL_STRATEGY", "default_augment"]
+
+IMAGE_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+SIGNAL_STRATEGY = "shift_stretch_scale_noise"
+
+# DSA ParamDiffAug defaults.
+_BRIGHTNESS = 1.0
+_SATURATION = 2.0
+_CONTRAST = 0.5
+_CROP = 0.125
+_CUTOUT = 0.5
+_FLIP = 0.5
+_SCALE = 1.2
+_ROTATE_DEG = 15.0
+# Signal defaults (chosen for MNIST-1D-like inputs in normalised units).
+_SHIFT = 0.125
+_STRETCH = 1.2
+_AMPLITUDE = 0.2
+_NOISE_STD = 0.1
+
+Op = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _u(gen: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
+    """One uniform draw from the local generator."""
+    return low + (high - low) * float(torch.rand((), generator=gen))
+
+
+def _randint(gen: torch.Generator, low: int, high: int) -> int:
+    """Uniform integer in [low, high] inclusive."""
+    return int(torch.randint(low, high + 1, (), generator=gen))
+
+
+# --------------------------------------------------------------------------------------------- images
+def _affine(x: torch.Tensor, theta: Sequence[Sequence[float]]) -> torch.Tensor:
+    mat = torch.tensor(theta, dtype=x.dtype, device=x.device).unsqueeze(0).expand(x.shape[0], 2, 3)
+    grid = F.affine_grid(mat, list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _brightness(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return x + (_u(gen) - 0.5) * _BRIGHTNESS
+
+
+def _saturation(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    mean = x.mean(dim=1, keepdim=True)
+    return (x - mean) * (_u(gen) * _SATURATION) + mean
+
+
+def _contrast(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (_u(gen) + _CONTRAST) + mean
+
+
+def _color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return _contrast(_saturation(_brightness(x, gen), gen), gen)
+
+
+def _crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Integer translation with zero fill, as DSA's pad-and-crop: pad, then slice (differentiable)."""
+    h, w = x.shape[-2:]
+    max_h, max_w = int(h * _CROP + 0.5), int(w * _CROP + 0.5)
+    dy, dx = _randint(gen, -max_h, max_h), _randint(gen, -max_w, max_w)
+    padded = F.pad(x, (max_w, max_w, max_h, max_h))
+    top, left = max_h + dy, max_w + dx
+    return padded[..., top: top + h, left: left + w]
+
+
+def _cutout(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ch, cw = int(h * _CUTOUT + 0.5), int(w * _CUTOUT + 0.5)
+    cy, cx = _randint(gen, 0, h - 1), _randint(gen, 0, w - 1)  # centre of the hole
+    y0, y1 = max(0, cy - ch // 2), min(h, cy - ch // 2 + ch)
+    x0, x1 = max(0, cx - cw // 2), min(w, cx - cw // 2 + cw)
+    mask = torch.ones((h, w), dtype=x.dtype, device=x.device)
+    mask[y0:y1, x0:x1] = 0
+    return x * mask
+
+
+def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return x.flip(-1) if _u(gen) < _FLIP else x
+
+
+def _scale(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    low = 1.0 / _SCALE
+    sx, sy = _u(gen, low, _SCALE), _u(gen, low, _SCALE)
+    return _affine(x, [[sx, 0.0, 0.0], [0.0, sy, 0.0]])
+
+
+def _rotate(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    angle = math.radians(_u(gen, -_ROTATE_DEG, _ROTATE_DEG))
+    c, s = math.cos(angle), math.sin(angle)
+    return _affine(x, [[c, -s, 0.0], [s, c, 0.0]])
+
+
+IMAGE_OPS: dict[str, Op] = {
+    "color": _color,
+    "crop": _crop,
+    "cutout": _cutout,
+    "flip": _flip,
+    "scale": _scale,
+    "rotate": _rotate,
+}
+
+
+# --------------------------------------------------------------------------------------------- signals
+def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    length = x.shape[-1]
+    max_shift = max(1, int(length * _SHIFT + 0.5))
+    return torch.roll(x, _randint(gen, -max_shift, max_shift), dims=-1)
+
+
+def _stretch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    # Sampling position u -> u / factor: factor > 1 stretches the signal out about the centre.
+    factor = math.exp(_u(gen, -math.log(_STRETCH), math.log(_STRETCH)))
+    n, c, length = x.shape
+    pos = torch.linspace(-1.0, 1.0, length, dtype=x.dtype, device=x.device) / factor
+    grid = torch.stack([pos, torch.zeros_like(pos)], dim=-1).view(1, 1, length, 2).expand(n, 1, length, 2)
+    out = F.grid_sample(x.unsqueeze(2), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.squeeze(2)
+
+
+def _amplitude(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return x * _u(gen, 1.0 - _AMPLITUDE, 1.0 + _AMPLITUDE)
+
+
+def _noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    pattern = torch.randn(tuple(x.shape[1:]), generator=gen).to(device=x.device, dtype=x.dtype)
+    return x + _NOISE_STD * pattern
+
+
+SIGNAL_OPS: dict[str, Op] = {
+    "shift": _shift,
+    "stretch": _stretch,
+    "scale": _amplitude,
+    "noise": _noise,
+}
+
+
+# --------------------------------------------------------------------------------------------- public
+class Augment:
+    """Differentiable DSA augmentation; the same seed gives the same transform (siamese use).
+
+    ``strategy`` names ops joined by ``_`` (see the module docstring); ``None`` picks the default of
+    ``kind``. ``"none"`` or ``""`` is the identity. ``kind="image"`` expects (N, C, H, W) and
+    ``kind="signal"`` expects (N, C, L).
+    """
+
+    def __init__(
+        self,
+        strategy: str | None = None,
+        kind: Literal["image", "signal"] = "image",
+        mode: Literal["single", "all"] = "single",
+    ) -> None:
+        if kind not in ("image", "signal"):
+            raise ValueError(f"kind must be 'image' or 'signal', got {kind!r}")
+        if mode not in ("single", "all"):
+            raise ValueError(f"mode must be 'single' or 'all', got {mode!r}")
+        table = IMAGE_OPS if kind == "image" else SIGNAL_OPS
+        if strategy is None:
+            strategy = IMAGE_STRATEGY if kind == "image" else SIGNAL_STRATEGY
+        names = [] if strategy in ("", "none") else strategy.split("_")
+        unknown = [n for n in names if n not in table]
+        if unknown:
+            raise ValueError(
+                f"unknown {kind} augmentation op(s) {unknown} in strategy {strategy!r}; "
+                f"allowed: {', '.join(table)}"
+            )
+        self.strategy = strategy
+        self.kind = kind
+        self.mode = mode
+        self.ops: list[tuple[str, Op]] = [(n, table[n]) for n in names]
+
+    def __repr__(self) -> str:
+        return f"Augment(strategy={self.strategy!r}, kind={self.kind!r}, mode={self.mode!r})"
+
+    def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        want = 4 if self.kind == "image" else 3
+        if x.dim() != want:
+            raise ValueError(f"{self.kind} augmentation expects a {want}-D batch, got shape {tuple(x.shape)}")
+        if not self.ops or x.shape[0] == 0:
+            return x
+        gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+        if self.mode == "single":
+            _, op = self.ops[_randint(gen, 0, len(self.ops) - 1)]
+            return op(x, gen)
+        for _, op in self.ops:
+            x = op(x, gen)
+        return x
+
+
+def default_augment(input_shape: Sequence[int]) -> Augment:
+    """Image DSA for (C, H, W) inputs, signal augmentation for (C, L) inputs."""
+    shape = tuple(input_shape)
+    if len(shape) == 3:
+        return Augment(IMAGE_STRATEGY, kind="image")
+    if len(shape) == 2:
+        return Augment(SIGNAL_STRATEGY, kind="signal")
+    raise ValueError(f"no default augmentation for input_shape {shape}; expected (C, H, W) or (C, L)")

@@ -1,0 +1,24 @@
+import pytest
+
+from distill.evaluate import evaluate_distilled, protocol_train_config
+from distill.methods import DistillConfig, distill_dataset
+
+
+def test_protocol_defaults():
+    cfg = protocol_train_config()
+    assert (cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.optimizer) == (300, 0.01, 0.9, 5e-4, "sgd")
+    assert cfg.augment == "none" and cfg.schedule == "multistep" and cfg.milestones == [150]
+    assert protocol_train_config(40, device="cpu").milestones == [20]
+
+
+def test_evaluate_distilled_trains_fresh_nets_and_tests_on_real(digits):
+    ds = distill_dataset(digits, DistillConfig(method="random", ipc=5))
+    assert "network" not in ds.recipe  # a random subset involves no network: pass the evaluation net
+    small = {"name": "convnet", "options": {"width": 16}}
+    out = evaluate_distilled(ds, digits, protocol_train_config(100, device="cpu", lr=0.05), nets=2, model_cfg=small)
+    assert len(out["accuracies"]) == 2 and out["accuracies"][0] != out["accuracies"][1]
+    assert 0.4 < out["mean"] <= 1.0 and out["std"] >= 0
+    assert out["network"]["options"]["width"] == 16
+    assert out["sample_passes"] == 2 * 100 * 50
+    with pytest.raises(ValueError):
+        evaluate_distilled(ds, digits, nets=0)
