@@ -70,6 +70,9 @@ def _preflight(cfg, raw, out_dir: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distill_cmd import add_parser as add_distill_parser
+    from .prune_cmd import add_parser as add_prune_parser
+
     parser = argparse.ArgumentParser(prog="prunetune", description="Pruning ablation sweeps on Ray Tune + Optuna + MLflow")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a sweep from a YAML experiment file")
@@ -77,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default runs/<name>)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. prune.sparsity=0.9 (repeatable)")
     run.set_defaults(func=cmd_run)
-    from .prune_cmd import add_parser as add_prune; add_prune(sub)  # noqa: E702
+    add_prune_parser(sub)
+    add_distill_parser(sub)
     return parser
 
 

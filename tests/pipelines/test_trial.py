@@ -35,6 +35,32 @@ def test_each_method_hits_the_target_sparsity(tmp_path, method):
         assert torch.count_nonzero(state[name][~m]) == 0
 
 
+SMALL = {"prune.distill": {"method": "dm", "ipc": 3, "iterations": 3, "batch_real": 16,
+                          "network": {"name": "convnet", "options": {"width": 8, "depth": 2}}},
+         "prune.small_train": {"epochs": 20, "batch_size": 64, "lr": 0.01}}
+
+
+def test_distilled_imp_and_its_subset_control(tmp_path):
+    rows = {}
+    for method in ("distilled_imp", "imp_subset"):
+        cfg = trial_config(RAW, {"prune.method": method, "prune.sparsity": 0.8, **SMALL})
+        rows[method] = run_trial(cfg, tmp_path, log=lambda m: None)
+    for method, row in rows.items():
+        assert row["achieved_sparsity"] == pytest.approx(0.8, abs=1e-3)
+        assert row["small_set_size"] == 30
+        assert row["distill_sample_passes"] >= 0 and row["search_sample_passes"] > 0
+        # Level training ran on the small set: 20 epochs x 30 samples per level.
+        assert row["search_sample_passes"] == row["levels"] * 20 * 30
+    assert rows["distilled_imp"]["small_set_method"] == "dm"
+    assert rows["imp_subset"]["small_set_method"] == "random"
+    assert rows["distilled_imp"]["distill_sample_passes"] > 0
+    # A second distilled trial reuses the stored set instead of distilling again.
+    cfg = trial_config(RAW, {"prune.method": "distilled_imp", "prune.sparsity": 0.5, **SMALL})
+    again = run_trial(cfg, tmp_path, log=lambda m: None)
+    assert again["small_set_hash"] == rows["distilled_imp"]["small_set_hash"]
+    assert len(list((tmp_path / "distilled").glob("dm-*.pt"))) == 1
+
+
 def test_rerun_is_a_cache_hit(tmp_path):
     cfg = trial_config(RAW, {"prune.method": "magnitude"})
     first = run_trial(cfg, tmp_path, log=lambda m: None)

@@ -1,0 +1,107 @@
+"""``prunetune distill CONFIG --out DIR [--eval]``: make one distilled set and, optionally, measure it.
+
+The set is the same artifact the pipeline's distilled_imp trials use (same store layout and key), so
+a set made here is reused by a sweep pointed at the same ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distill.methods import DistillConfig
+from training.data import DataConfig
+from training.models import ModelConfig
+from training.trainer import TrainConfig
+
+
+class QualityConfig(BaseModel):
+    """SPEC's protocol: fresh nets trained on the set, tested on the real test split."""
+
+    model_config = ConfigDict(extra="forbid")
+    nets: int = Field(3, ge=1)
+    model: ModelConfig | None = None  # default: the network the set was distilled with
+    train: TrainConfig | None = None  # default: SGD 0.01, momentum 0.9, wd 5e-4, 300 epochs, LR x0.1 at half
+
+
+class DistillRunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "distill"
+    data: DataConfig
+    distill: DistillConfig
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    tracking: dict = Field(default_factory=dict)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("distill", help="distil a dataset into a small synthetic set (optionally evaluate it)")
+    p.add_argument("config", help="YAML with data:, distill: and optional quality: sections")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--eval", action="store_true", help="train fresh nets on the set and report test accuracy")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.set_defaults(func=cmd_distill)
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .cli import _fail
+    from .config import ConfigError, apply_override, format_validation_error, parse_override, read_yaml
+
+    try:
+        raw = read_yaml(args.config)
+        for text in args.set or []:
+            raw = apply_override(raw, *parse_override(text))
+        cfg = DistillRunConfig.model_validate(raw)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except ValidationError as err:
+        return _fail("invalid distill config:\n" + format_validation_error(err))
+    data_cfg = cfg.data.model_copy(update={"root": str(Path(cfg.data.root).resolve())})
+    try:
+        from training.data import load_dataset
+
+        real = load_dataset(data_cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc))
+
+    from distill.evaluate import evaluate_distilled, protocol_train_config
+    from distill.store import ensure_distilled
+    from pruning.mask import atomic_write_text
+
+    from .tracking import RunLogger, default_tracking_uri, finish_run, start_parent
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ds, path, made = ensure_distilled(real, data_cfg, cfg.distill, out)
+    print(f"{'made' if made else 'reused'} {path} ({len(ds)} samples, cost {ds.cost.get('wall_time_s', 0):.1f}s, "
+          f"{ds.cost.get('sample_passes', 0)} sample passes)")
+    summary = {"path": str(path), "picture": str(path.with_suffix(".png")), "content_hash": ds.content_hash,
+               "samples": len(ds), "recipe": ds.recipe, "cost": ds.cost, "made_now": made}
+    if args.eval:
+        q = cfg.quality
+        print(f"evaluating: {q.nets} fresh nets trained on the set, tested on the real test split")
+        quality = evaluate_distilled(ds, real, q.train or protocol_train_config(), nets=q.nets, model_cfg=q.model)
+        summary["quality"] = quality
+        print(f"test accuracy {100 * quality['mean']:.2f} +- {100 * quality['std']:.2f} over {q.nets} nets")
+    summary["wall_time_s"] = time.perf_counter() - t0
+    atomic_write_text(out / "distill_summary.json", json.dumps(summary, indent=2, default=str))
+
+    uri = cfg.tracking.get("tracking_uri") or default_tracking_uri(out)
+    target = start_parent(uri, cfg.tracking.get("experiment_name") or cfg.name, out / "mlartifacts",
+                          run_name=f"distill-{cfg.distill.method}", tags={"prunetune.stage": "distill"})
+    run = RunLogger(uri, target.parent_run_id)
+    run.params({"data": data_cfg.model_dump(mode="json"), "distill": cfg.distill.model_dump(mode="json")})
+    run.metrics({"distill_wall_time_s": float(ds.cost.get("wall_time_s", 0)),
+                 "distill_sample_passes": float(ds.cost.get("sample_passes", 0)), "samples": len(ds)})
+    if "quality" in summary:
+        run.metrics({"quality_mean": summary["quality"]["mean"], "quality_std": summary["quality"]["std"]})
+    for p in (path, path.with_suffix(".png"), out / "distill_summary.json"):
+        if p.is_file():
+            run.artifact(p)
+    finish_run(uri, target.parent_run_id)
+    print(f"summary: {out / 'distill_summary.json'}")
+    return 0

@@ -1,0 +1,51 @@
+import json
+import textwrap
+
+import torch
+
+from distill.artifact import DistilledSet
+from pipelines.cli import main
+
+CONFIG = textwrap.dedent(
+    """
+    name: dtest
+    data: {name: digits, val_fraction: 0.1}
+    distill:
+      method: dm
+      ipc: 2
+      iterations: 4
+      batch_real: 16
+      network: {name: convnet, options: {width: 8, depth: 2}}
+    quality:
+      nets: 2
+      train: {epochs: 3, batch_size: 64, lr: 0.01}
+    """
+)
+
+
+def test_distill_command_makes_evaluates_and_tracks_a_set(tmp_path, capsys):
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "out"
+    assert main(["distill", str(cfg), "--out", str(out), "--eval"]) == 0
+    summary = json.loads((out / "distill_summary.json").read_text())
+    ds = DistilledSet.load(summary["path"])
+    assert len(ds) == 20 and torch.bincount(ds.y).tolist() == [2] * 10
+    assert summary["quality"]["mean"] > 0.1 and len(summary["quality"]["accuracies"]) == 2
+    assert (out / "distilled").glob("*.png")
+    assert summary["cost"]["sample_passes"] > 0
+    # The same config again reuses the artifact.
+    assert main(["distill", str(cfg), "--out", str(out)]) == 0
+    assert "reused" in capsys.readouterr().out
+
+
+def test_distill_command_rejects_bad_config_and_writes_nothing(tmp_path, capsys):
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(CONFIG.replace("method: dm", "method: dmm"))
+    out = tmp_path / "out"
+    assert main(["distill", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "distill.method" in err and "dmm" in err and not out.exists()
+    cfg.write_text(CONFIG.replace("ipc: 2", "ipc: 0"))
+    assert main(["distill", str(cfg), "--out", str(out)]) == 2
+    assert "distill.ipc" in capsys.readouterr().err and not out.exists()
