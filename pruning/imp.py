@@ -38,6 +38,10 @@ class LevelRecord:
 
 @dataclass
 class ImpResult:
+    """``sample_passes``/``wall_time_s`` are what finding this mask costs on its own: levels taken
+    from the cache count at their recorded cost, so a trial's cost does not depend on which other
+    trials ran first."""
+
     mask: Mask
     rewind: TrainState
     levels: list[LevelRecord]
@@ -129,8 +133,8 @@ def run_imp(
         )
         store.put(0, trained, None, record, rewind)
     levels.append(record)
-    passes += 0 if record.cached else record.sample_passes
-    wall += 0.0 if record.cached else record.wall_time_s
+    passes += record.sample_passes
+    wall += record.wall_time_s
     if on_level:
         on_level(record, mask)
 
@@ -152,8 +156,8 @@ def run_imp(
             )
             store.put(level, trained, mask, record, None)
         levels.append(record)
-        passes += 0 if record.cached else record.sample_passes
-        wall += 0.0 if record.cached else record.wall_time_s
+        passes += record.sample_passes
+        wall += record.wall_time_s
         if on_level:
             on_level(record, mask)
     return ImpResult(mask=mask, rewind=rewind, levels=levels, sample_passes=passes, wall_time_s=wall)

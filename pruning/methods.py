@@ -171,7 +171,6 @@ def _imp_store(ctx: SearchContext, prune_fraction: float) -> Path | None:
 
 
 def _search_imp(ctx: SearchContext, prune_fraction: float) -> MaskSearch:
-    t0 = time.perf_counter()
     result = run_imp(
         ctx.model,
         ctx.trainer,
@@ -184,7 +183,7 @@ def _search_imp(ctx: SearchContext, prune_fraction: float) -> MaskSearch:
         on_level=ctx.on_level,
     )
     return MaskSearch(
-        result.mask, result.rewind, result.levels, result.sample_passes, time.perf_counter() - t0,
+        result.mask, result.rewind, result.levels, result.sample_passes, result.wall_time_s,
         level_dir=_imp_store(ctx, prune_fraction),
     )
 
@@ -217,7 +216,6 @@ def _search_small_set_imp(ctx: SearchContext, dcfg: DistillConfig) -> MaskSearch
     theta_k of that run and the caller's retrain stage trains them on the real data."""
     if ctx.small_set is None:
         raise ValueError("this method needs a distilled set provider (run it through the pipeline)")
-    t0 = time.perf_counter()
     small = ctx.small_set(dcfg)
     inner = Trainer(ctx.prune.small_train, small.as_bundle(ctx.data), seed=ctx.seed, device=ctx.trainer.device)
     p = ctx.prune
@@ -231,7 +229,7 @@ def _search_small_set_imp(ctx: SearchContext, dcfg: DistillConfig) -> MaskSearch
                      scope=p.scope, ignore=p.ignore, store_dir=store, on_level=ctx.on_level)
     # The real run starts afresh at step 0 from the rewound weights (its own optimizer and schedule).
     start = TrainState(0, result.rewind.model, {})
-    return MaskSearch(result.mask, start, result.levels, result.sample_passes, time.perf_counter() - t0,
+    return MaskSearch(result.mask, start, result.levels, result.sample_passes, result.wall_time_s,
                       small_set=small, level_dir=store)
 
 
