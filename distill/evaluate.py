@@ -9,8 +9,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
-
 from training.data import DataBundle
 from training.models import ModelConfig
 from training.trainer import TrainConfig, Trainer

@@ -33,7 +33,6 @@ from torch import nn
 from training.data import DataBundle
 from training.models import ModelConfig, create_model
 from training.registry import Registry
-from training.trainer import resolve_device
 
 from .artifact import DistilledSet, checkpoint_path, data_fingerprint
 from .augment import IMAGE_STRATEGY, SIGNAL_STRATEGY, Augment
@@ -52,6 +51,7 @@ __all__ = [
     "init_synthetic",
     "make_augment",
     "method_names",
+    "network_for",
     "parse_options",
     "recipe_for",
     "recipe_hash",
