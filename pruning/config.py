@@ -53,6 +53,11 @@ class PruneConfig(BaseModel):
     small_train: TrainConfig = Field(
         default_factory=_small_set_training, description="distilled_imp/imp_subset: per-level training on the small set"
     )
+    small_augment: str = Field(
+        "default",
+        description="DSA augmentation while training on the small set (as Distilled Pruning does): "
+        "'default' for the input kind's strategy, a strategy string, or 'none'",
+    )
 
     @field_validator("method")
     @classmethod
@@ -61,6 +66,20 @@ class PruneConfig(BaseModel):
 
         if v not in method_names():
             raise ValueError(f"unknown method {v!r}; allowed: {', '.join(method_names())}")
+        return v
+
+    @field_validator("small_augment")
+    @classmethod
+    def _known_ops(cls, v: str) -> str:
+        from distill.augment import IMAGE_OPS, SIGNAL_OPS
+
+        if v not in ("default", "none"):
+            unknown = [op for op in v.split("_") if op not in IMAGE_OPS and op not in SIGNAL_OPS]
+            if unknown:
+                raise ValueError(
+                    f"unknown augmentation op(s) {unknown}; allowed: 'default', 'none', or ops joined by '_' "
+                    f"from {sorted(set(IMAGE_OPS) | set(SIGNAL_OPS))}"
+                )
         return v
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from distill.artifact import DistilledSet
+from distill.augment import Augment
 from distill.methods import DistillConfig
 from training.data import DataBundle
 from training.identity import content_hash
@@ -217,11 +218,13 @@ def _search_small_set_imp(ctx: SearchContext, dcfg: DistillConfig) -> MaskSearch
     if ctx.small_set is None:
         raise ValueError("this method needs a distilled set provider (run it through the pipeline)")
     small = ctx.small_set(dcfg)
-    inner = Trainer(ctx.prune.small_train, small.as_bundle(ctx.data), seed=ctx.seed, device=ctx.trainer.device)
     p = ctx.prune
+    inner = Trainer(p.small_train, small.as_bundle(ctx.data), seed=ctx.seed, device=ctx.trainer.device,
+                    augment=small_set_augment(p.small_augment, ctx.data.input_shape))
     store = None
     if ctx.store_root is not None:
         key = {**ctx.store_key, "small_set": small.content_hash, "small_train": p.small_train.model_dump(mode="json"),
+               "small_augment": p.small_augment,
                "prune_fraction": p.prune_fraction, "scope": p.scope, "ignore": sorted(p.ignore),
                "rewind_step": p.rewind_step}
         store = ctx.store_root / f"small-imp-{content_hash(key)}"
@@ -242,6 +245,13 @@ def search_distilled_imp(ctx: SearchContext) -> MaskSearch:
 def search_imp_subset(ctx: SearchContext) -> MaskSearch:
     """The control arm: the same search on a random real subset of the same size."""
     return _search_small_set_imp(ctx, subset_config(ctx.prune.distill))
+
+
+def small_set_augment(strategy: str, input_shape: tuple[int, ...]):
+    if strategy == "none":
+        return None
+    kind = "image" if len(input_shape) == 3 else "signal"
+    return Augment(None if strategy == "default" else strategy, kind=kind)
 
 
 def subset_config(dcfg: DistillConfig) -> DistillConfig:

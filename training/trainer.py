@@ -120,8 +120,12 @@ class Trainer:
         seed: int = 0,
         device: torch.device | None = None,
         log: Callable[[str], None] | None = None,
+        augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     ) -> None:
+        """``augment(x, seed)`` replaces ``cfg.augment`` with a caller's differentiable augmentation
+        (e.g. DSA on a distilled set), seeded per step so runs stay reproducible."""
         self.cfg = cfg
+        self.custom_augment = augment
         self.data = data
         self.seed = seed
         self.device = device or resolve_device(cfg.device)
@@ -165,6 +169,8 @@ class Trainer:
         return torch.randperm(len(self.data.train), generator=gen).to(self.device)
 
     def _augment(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        if self.custom_augment is not None:
+            return self.custom_augment(x, self.seed * 1_000_003 + step)
         if self.cfg.augment == "none" or x.dim() != 4:
             return x
         gen = torch.Generator(device=x.device).manual_seed(self.seed * 7919 + step)

@@ -103,3 +103,14 @@ def test_pdp_nm_and_option_validation(tmp_path):
         trial_config(RAW, {"prune.method": "imp", "prune.ablation": "invert"})
     with pytest.raises(ConfigError, match="px_variant"):
         trial_config(RAW, {"prune.method": "px", "prune.px_variant": "offical"})
+
+
+def test_small_set_augmentation_is_validated_and_used(tmp_path):
+    with pytest.raises(ConfigError, match="small_augment"):
+        trial_config(RAW, {"prune.method": "distilled_imp", "prune.small_augment": "flip_bogus"})
+    from pruning.methods import small_set_augment
+
+    aug = small_set_augment("default", (1, 8, 8))
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(aug(x, 3), aug(x, 3)) and not torch.equal(aug(x, 3), x)
+    assert small_set_augment("none", (1, 8, 8)) is None
