@@ -32,9 +32,16 @@ def _masked_scores(scores: Mapping[str, torch.Tensor], current: Mask | None) -> 
 
 
 def _keep_topk(flat: torch.Tensor, k: int) -> torch.Tensor:
-    keep = torch.zeros_like(flat, dtype=torch.bool)
-    if k > 0:
-        keep[torch.topk(flat, k, sorted=False).indices] = True
+    """Exactly k entries; when k is most of them, drop the N-k lowest instead (topk is slow for k ~ N)."""
+    n = flat.numel()
+    if k <= n // 2:
+        keep = torch.zeros_like(flat, dtype=torch.bool)
+        if k > 0:
+            keep[torch.topk(flat, k, sorted=False).indices] = True
+        return keep
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    if k < n:
+        keep[torch.topk(flat, n - k, largest=False, sorted=False).indices] = False
     return keep
 
 

@@ -22,9 +22,10 @@ resnetD     no (followed by BN)         OpenLTH ``cifar_resnet_D``, 1x1-conv sho
 vggX_bn     **yes** (before BN)         OpenLTH ``cifar_vgg_X`` / Synaptic-Flow lottery VGG
 ==========  ==========================  ===================================================
 
-The ``fc`` classifier always has a bias. Initialisation follows OpenLTH's default: Kaiming-normal
-(fan-in, ReLU gain) on every conv/linear weight, biases left at PyTorch's default, norm layers at weight 1
-and bias 0 (OpenLTH's CIFAR default draws BN weights uniformly; we use the plain 1/0 start instead).
+The ``fc`` classifier always has a bias. Initialisation: Kaiming-normal (fan-in, ReLU gain) on every
+conv/linear weight as in OpenLTH, conv/linear biases zero as in Synaptic-Flow's lottery models, norm
+layers at weight 1 and bias 0 (OpenLTH's CIFAR default draws BN weights uniformly; we use the plain 1/0
+start instead).
 """
 from __future__ import annotations
 
@@ -179,6 +180,11 @@ def _openlth_init(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight)
+            if m.bias is not None:
+                # Zero, as Synaptic-Flow's lottery models do: SynFlow scores the abs()'d net, where
+                # PyTorch's default non-zero biases open extra flow that makes it collapse layers at
+                # 10^5 compression on VGG-16 (scripts/layer_collapse_output.txt).
+                nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

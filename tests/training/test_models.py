@@ -260,3 +260,12 @@ def test_create_model_checks_input_shape() -> None:
         create_model("conv1d", CIFAR, 10)
     with pytest.raises(ValueError, match="resnet20"):
         create_model("resnet20", MNIST1D, 10)
+
+
+def test_conv_and_linear_biases_start_at_zero() -> None:
+    """Synaptic-Flow's init: SynFlow abs()es biases, so non-zero ones would add flow at init."""
+    for name, shape in (("mlp", (1, 8, 8)), ("convnet", (3, 16, 16)), ("vgg11_bn", (3, 32, 32)), ("conv1d", (1, 40))):
+        model = create_model(name, shape, 10)
+        for m in model.modules():
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and m.bias is not None:
+                assert torch.count_nonzero(m.bias) == 0, (name, m)
