@@ -114,8 +114,9 @@ def run_trial(
         )
     else:
         result = trainer.fit(model, mask=mask, start=search.start, on_epoch=on_epoch)
+    named = dict(model.named_parameters())
     for name, m in mask.items():
-        w = dict(model.named_parameters())[name]
+        w = named[name]
         if bool((w.detach()[~m.to(w.device)] != 0).any()):
             raise AssertionError(f"pruned weights of {name} are non-zero after retraining")
 
