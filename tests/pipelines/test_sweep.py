@@ -23,6 +23,7 @@ CONFIG = textwrap.dedent(
       optuna:
         num_samples: 2
         sampler: random
+        objectives: [{metric: val_accuracy, mode: max}, {metric: remaining_params, mode: min}]
         fixed: {prune.method: magnitude}
         space:
           prune.sparsity: {type: float, low: 0.3, high: 0.6}
