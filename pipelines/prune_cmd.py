@@ -216,8 +216,6 @@ def _few(items: list[str], n: int = 5) -> str:
 
 def _prepare(args: argparse.Namespace) -> dict:
     """Check every input and build what scoring needs; raises PruneInputError, writes nothing."""
-    import torch
-
     from pruning.allocation import allocate, layer_shapes
     from pruning.methods import build_scorer, scoring_batches
     from pruning.scorers import SCORERS, ScoringBatches

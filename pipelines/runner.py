@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from .config import ExperimentConfig, trial_config
 from .results import amortize_distillation, write_results

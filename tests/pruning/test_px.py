@@ -1,7 +1,6 @@
 """PX: the explicit path sum, max-pool and norm gating, the NTK-trace bound, hooks, variants, pruning."""
 from __future__ import annotations
 
-import copy
 import itertools
 
 import pytest
