@@ -20,8 +20,14 @@ def default_tracking_uri(out_dir: Path) -> str:
 
 
 def ui_command(tracking_uri: str, out_dir: Path) -> str:
+    """The exact command, with the mlflow executable installed beside this Python (it may not be on PATH)."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "mlflow"
+    exe = str(beside) if beside.is_file() else (shutil.which("mlflow") or "mlflow")
     return (
-        f"mlflow ui --backend-store-uri {tracking_uri} "
+        f"{exe} ui --backend-store-uri {tracking_uri} "
         f"--default-artifact-root file://{(out_dir / 'mlartifacts').resolve()} --host 127.0.0.1 --port 5000"
     )
 
