@@ -48,7 +48,12 @@ def run_trial(
     t_start = time.perf_counter()
     trial_dir = out_dir / "runs" / cfg.trial_hash()
     if (trial_dir / "result.json").is_file():
-        row = json.loads((trial_dir / "result.json").read_text())
+        try:
+            row = json.loads((trial_dir / "result.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"cached trial result {trial_dir / 'result.json'} is corrupt ({exc}); delete {trial_dir} to rerun it"
+            ) from None
         log(f"cache hit: {trial_dir} already holds this trial's result")
         if logger:
             _log_outputs(logger, row, trial_dir, cached=True)

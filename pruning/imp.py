@@ -19,7 +19,7 @@ from torch import nn
 
 from training.trainer import Trainer, TrainState
 
-from .mask import Mask, atomic_torch_save, atomic_write_text
+from .mask import CorruptArtifactError, Mask, atomic_torch_save, atomic_write_text
 from .select import Scope, select_topk
 
 
@@ -59,7 +59,13 @@ def level_densities(target_density: float, prune_fraction: float) -> list[float]
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file: say which, and how to recover
+        raise CorruptArtifactError(
+            f"IMP level checkpoint {path} cannot be read ({exc}); delete its level directory "
+            f"{path.parent} to recompute that level"
+        ) from exc
 
 
 class LevelStore:

@@ -78,3 +78,13 @@ def test_imp_levels_are_cached_and_resumed(trainer, tmp_path):
     assert third.sample_passes == second.sample_passes  # a cached level still counts its recorded cost
     for n in first.mask:
         assert torch.equal(third.mask[n], second.mask[n])
+
+
+def test_a_corrupt_level_checkpoint_names_the_file(trainer, tmp_path):
+    from pruning.mask import CorruptArtifactError
+
+    store = tmp_path / "imp"
+    run_imp(_model(), trainer, 0.8, store_dir=store)
+    (store / "level_0" / "trained.pt").write_bytes(b"garbage")
+    with pytest.raises(CorruptArtifactError, match="level_0"):
+        run_imp(_model(), trainer, 0.8, store_dir=store)
