@@ -92,6 +92,10 @@ def _check_method_available(name: str) -> None:
     raise ValueError(f"unknown distillation method {name!r}; allowed: {', '.join(method_names())}")
 
 
+# DM (Zhao & Bilen 2023): 1; DC/DSA (Zhao et al. 2021): 0.1; MTT (Cazenavette et al. 2022): 100-1000.
+DEFAULT_LR_IMAGES = {"dm": 1.0, "dc": 0.1, "dsa": 0.1, "mtt": 100.0}
+
+
 class DistillConfig(BaseModel):
     """One distillation run. Fields a method does not use are ignored by it (coresets ignore the lrs).
 
@@ -105,7 +109,9 @@ class DistillConfig(BaseModel):
     method: str
     ipc: int = Field(10, ge=1, description="synthetic samples per class")
     iterations: int = Field(1000, ge=0)
-    lr_images: float = Field(1.0, gt=0)
+    lr_images: float | None = Field(
+        None, gt=0, description="SGD lr on the synthetic inputs; default per method (dm 1, dc/dsa 0.1, mtt 100)"
+    )
     momentum: float = Field(0.5, ge=0, lt=1)
     batch_real: int = Field(256, ge=1, description="real samples per class per matching step")
     network: ModelConfig | None = None
@@ -123,6 +129,14 @@ class DistillConfig(BaseModel):
     def _known_method(cls, name: str) -> str:
         _check_method_available(name)
         return name
+
+    @pydantic.model_validator(mode="after")
+    def _method_lr(self) -> "DistillConfig":
+        """The papers' pixel learning rates differ by three orders of magnitude; one default for all
+        would make DC diverge or MTT crawl."""
+        if self.lr_images is None:
+            self.lr_images = DEFAULT_LR_IMAGES.get(self.method, 1.0)
+        return self
 
 
 # ------------------------------------------------------------------------------------------ identity
