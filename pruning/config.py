@@ -31,6 +31,10 @@ class PruneConfig(BaseModel):
         "init", description="magnitude: score the initial weights, or the weights after dense training (one-shot IMP)"
     )
     rounds: int | None = Field(None, ge=1, description="pruning-at-init rounds; default per method")
+    search_epochs: int | None = Field(
+        None, ge=1, description="imp/magnitude(trained): epochs per search level (default: train.epochs); "
+        "the final retrain keeps train.epochs"
+    )
     schedule: Literal["exponential", "linear"] = "exponential"
     allocation: Literal["global", "uniform", "erk", "explicit"] | None = Field(
         None, description="pruning at init: how the density is shared by layers (default: from scope)"

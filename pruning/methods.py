@@ -168,25 +168,29 @@ def _imp_store(ctx: SearchContext, prune_fraction: float) -> Path | None:
     p = ctx.prune
     key = {**ctx.store_key, "prune_fraction": prune_fraction, "scope": p.scope,
            "ignore": sorted(p.ignore), "rewind_step": p.rewind_step}
+    if p.search_epochs is not None:
+        key["search_epochs"] = p.search_epochs
     return ctx.store_root / f"imp-{content_hash(key)}"
 
 
 def _search_imp(ctx: SearchContext, prune_fraction: float) -> MaskSearch:
-    result = run_imp(
-        ctx.model,
-        ctx.trainer,
-        ctx.prune.density,
-        prune_fraction=prune_fraction,
-        rewind_step=ctx.prune.rewind_step,
-        scope=ctx.prune.scope,
-        ignore=ctx.prune.ignore,
-        store_dir=_imp_store(ctx, prune_fraction),
-        on_level=ctx.on_level,
-    )
-    return MaskSearch(
-        result.mask, result.rewind, result.levels, result.sample_passes, result.wall_time_s,
-        level_dir=_imp_store(ctx, prune_fraction),
-    )
+    """IMP on the real data. With ``prune.search_epochs`` the levels train shorter than the final run:
+    a cost-matched control for Distilled Pruning (is a small set better than a short schedule?)."""
+    p = ctx.prune
+    trainer = ctx.trainer
+    if p.search_epochs is not None:
+        scale = p.search_epochs / trainer.cfg.epochs  # the schedule's shape is kept, compressed
+        short = trainer.cfg.model_copy(
+            update={"epochs": p.search_epochs, "milestones": [m * scale for m in trainer.cfg.milestones]}
+        )
+        trainer = Trainer(short, ctx.data, seed=ctx.seed, device=ctx.trainer.device)
+    store = _imp_store(ctx, prune_fraction)
+    result = run_imp(ctx.model, trainer, p.density, prune_fraction=prune_fraction, rewind_step=p.rewind_step,
+                     scope=p.scope, ignore=p.ignore, store_dir=store, on_level=ctx.on_level)
+    start = result.rewind
+    if p.search_epochs is not None:  # the final run has its own optimizer and schedule
+        start = TrainState(result.rewind.step, result.rewind.model, {})
+    return MaskSearch(result.mask, start, result.levels, result.sample_passes, result.wall_time_s, level_dir=store)
 
 
 @METHODS.register("magnitude")

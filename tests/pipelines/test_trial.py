@@ -114,3 +114,13 @@ def test_small_set_augmentation_is_validated_and_used(tmp_path):
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(aug(x, 3), aug(x, 3)) and not torch.equal(aug(x, 3), x)
     assert small_set_augment("none", (1, 8, 8)) is None
+
+
+def test_imp_with_short_search_levels_keeps_the_final_budget(tmp_path):
+    cfg = trial_config(RAW, {"prune.method": "imp", "prune.sparsity": 0.5, "train.epochs": 3, "prune.search_epochs": 1})
+    row = run_trial(cfg, tmp_path, log=lambda m: None)
+    levels = json.loads((tmp_path / "runs" / cfg.trial_hash() / "levels.json").read_text())
+    per_level = {rec["sample_passes"] for rec in levels}
+    assert len(per_level) == 1
+    assert row["retrain_sample_passes"] == 3 * per_level.pop()  # final retrain: 3 epochs, levels: 1
+    assert row["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
