@@ -3,7 +3,10 @@
 Run the sweep first:
     prunetune run configs/distilled_pruning_mnist1d.yaml --out runs/distilled_pruning_mnist1d
 then:
-    python benchmarks/distilled_pruning_report.py runs/distilled_pruning_mnist1d/results.parquet
+    python benchmarks/distilled_pruning_report.py runs/distilled_pruning_mnist1d/results.parquet [CONTROL]
+
+CONTROL (optional) is the results.parquet of the cost-matched control: imp whose search levels train for
+only a few epochs (``prune.search_epochs``), reported as ``imp_short``.
 
 Per density: mean +- std test accuracy over seeds, the gap of distilled_imp (and imp_subset) to imp, and
 the speedup of the mask search over imp's, in wall-clock and in sample passes, without the distillation
@@ -22,8 +25,11 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def main(path: str) -> None:
+def main(path: str, control: str | None = None) -> None:
     rows = [r for r in pq.read_table(path).to_pylist() if r["status"] == "ok"]
+    if control:
+        rows += [{**r, "method": "imp_short"} for r in pq.read_table(control).to_pylist()
+                 if r["status"] == "ok" and r["method"] == "imp"]
     by: dict[tuple[str, float], list[dict]] = defaultdict(list)
     for r in rows:
         by[(r["method"], round(1 - r["target_sparsity"], 6))].append(r)
@@ -62,6 +68,19 @@ def main(path: str) -> None:
             f"passes {imp_passes / sp:.1f}x / {imp_passes / (sp + dp_am):.1f}x / {imp_passes / (sp + dp):.1f}x, "
             f"wall {imp_wall / sw:.1f}x / {imp_wall / (sw + dw_am):.1f}x / {imp_wall / (sw + dw):.1f}x"
         )
+    if control:
+        print("cost-matched control: imp with short search levels (imp_short) vs distilled_imp")
+        print("density | imp_short | distilled_imp | gap (distilled - short) | search passes imp_short / distilled_imp (+amortised distill)")
+        for d in densities:
+            short, dist = by.get(("imp_short", d), []), by.get(("distilled_imp", d), [])
+            if not short or not dist:
+                continue
+            ms, ss = mean_std([r["test_accuracy"] for r in short])
+            md, sd = mean_std([r["test_accuracy"] for r in dist])
+            sp = statistics.fmean(r["search_sample_passes"] for r in short)
+            dp = statistics.fmean(r["search_sample_passes"] + (r["distill_amortized_sample_passes"] or 0) for r in dist)
+            print(f"{d:.4f} | {100 * ms:.2f}+-{100 * ss:.2f} | {100 * md:.2f}+-{100 * sd:.2f} | "
+                  f"{100 * (md - ms):+.2f} | {sp:.0f} / {dp:.0f}")
     shared = {r["small_set_hash"]: r for r in rows if r.get("small_set_hash")}
     for h, r in shared.items():
         print(f"small set {r['small_set_method']} {h}: {r['small_set_size']} samples, cost alone "
@@ -69,4 +88,5 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/distilled_pruning_mnist1d/results.parquet")
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/distilled_pruning_mnist1d/results.parquet",
+         sys.argv[2] if len(sys.argv) > 2 else None)
