@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from pruning.mask import atomic_torch_save
+from pruning.mask import atomic_torch_save, load_artifact
 from training.data import DataBundle, Normalization, Split
 from training.identity import content_hash
 
@@ -126,10 +126,7 @@ class DistilledSet:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"distilled set not found: {path}")
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated zip, pickle with forbidden globals, not a torch file at all
-            raise DistilledSetError(f"cannot read distilled set {path}: {type(err).__name__}: {err}") from err
+        d = load_artifact(path, "distilled set", error=DistilledSetError)
         if not isinstance(d, dict) or d.get("format") != ARTIFACT_FORMAT:
             found = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise DistilledSetError(f"{path} is not a distilled set (format {found!r}, expected {ARTIFACT_FORMAT!r})")
@@ -252,12 +249,7 @@ def load_checkpoint(path: str | os.PathLike, recipe_hash: str) -> dict | None:
     path = Path(path)
     if not path.is_file():
         return None
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise DistilledSetError(
-            f"cannot read distillation checkpoint {path} ({type(err).__name__}: {err}); delete it to restart"
-        ) from err
+    d = load_artifact(path, "distillation checkpoint", error=DistilledSetError, hint="; delete it to restart")
     if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
         raise DistilledSetError(f"{path} is not a distillation checkpoint; delete it to restart")
     if d.get("recipe_hash") != recipe_hash:

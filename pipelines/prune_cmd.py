@@ -164,15 +164,12 @@ def _model_config(args: argparse.Namespace):
 def _read_checkpoint(path: Path) -> dict:
     import torch
 
+    from pruning.mask import load_artifact
+
     if not path.is_file():
         raise PruneInputError(f"--checkpoint {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated files, foreign pickles, not a torch file: several types
-        raise PruneInputError(
-            f"--checkpoint {path} cannot be read as a state_dict (not a torch.save file, truncated, or "
-            f"holding objects other than tensors): {_reason(exc)}"
-        ) from None
+    data = load_artifact(path, "--checkpoint", error=PruneInputError,
+                         hint=": not a torch.save file, truncated, or holding objects other than tensors")
     if isinstance(data, dict) and isinstance(data.get("model"), dict):  # a saved TrainState
         data = data["model"]
     if not isinstance(data, dict) or not data or not all(
@@ -180,16 +177,6 @@ def _read_checkpoint(path: Path) -> dict:
     ):
         raise PruneInputError(f"--checkpoint {path} does not hold a state_dict (a mapping of names to tensors)")
     return data
-
-
-def _reason(exc: Exception) -> str:
-    """The useful line of a torch.load error (its weights_only errors carry a page of advice)."""
-    text = str(exc)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = text.split(marker, 1)[1]
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _load_into(model, state: dict, path: Path, model_name: str) -> None:

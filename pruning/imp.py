@@ -14,12 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-import torch
 from torch import nn
 
 from training.trainer import Trainer, TrainState
 
-from .mask import CorruptArtifactError, Mask, atomic_torch_save, atomic_write_text
+from .mask import Mask, atomic_torch_save, atomic_write_text, load_artifact
 from .select import Scope, select_topk
 
 
@@ -59,13 +58,8 @@ def level_densities(target_density: float, prune_fraction: float) -> list[float]
 
 
 def _load(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or foreign file: say which, and how to recover
-        raise CorruptArtifactError(
-            f"IMP level checkpoint {path} cannot be read ({exc}); delete its level directory "
-            f"{path.parent} to recompute that level"
-        ) from exc
+    return load_artifact(path, "IMP level checkpoint",
+                         hint=f"; delete its level directory {path.parent} to recompute that level")
 
 
 class LevelStore:

@@ -175,15 +175,28 @@ class Mask(dict):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"mask file {path} does not exist")
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for truncated/foreign files
-            raise CorruptArtifactError(f"mask file {path} cannot be read: {exc}") from exc
+        data = load_artifact(path, "mask file")
         if not isinstance(data, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
         ):
             raise CorruptArtifactError(f"mask file {path} does not hold a name -> tensor mapping")
         return cls.from_tensors(data)
+
+
+def load_artifact(
+    path: str | os.PathLike, what: str, error: type[Exception] = CorruptArtifactError, hint: str = ""
+) -> object:
+    """``torch.load(weights_only=True)`` on CPU; an unreadable file raises ``error`` naming ``what``,
+    the path and the useful line of torch's message (its weights_only errors carry a page of advice)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, not a torch file: several types
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:
+            text = text.split("WeightsUnpickler error:", 1)[1]
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
+        raise error(f"{what} {path} cannot be read ({reason}){hint}") from exc
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
