@@ -41,6 +41,9 @@ class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     experiment_name: str | None = None
     tracking_uri: str | None = Field(None, description="default sqlite:///<out>/mlflow.db")
+    results_uri: str | None = Field(
+        None, description="also copy results.parquet here through pyarrow.fs (s3://bucket/x.parquet, file:///nfs/...)"
+    )
 
 
 class ExperimentConfig(BaseModel):

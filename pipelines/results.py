@@ -64,6 +64,22 @@ def write_results(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def copy_to_uri(path: Path, uri: str) -> str:
+    """Copy a finished table to shared storage through ``pyarrow.fs`` (``s3://``, ``gs://``, ``hdfs://``,
+    ``file://`` or a plain path): on a cluster every node and the analysis notebook read the same file."""
+    import pyarrow.fs as pafs
+
+    fs, dest = pafs.FileSystem.from_uri(uri if "://" in uri else Path(uri).resolve().as_uri())
+    parent = dest.rsplit("/", 1)[0]
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    tmp = f"{dest}.tmp"
+    with path.open("rb") as src, fs.open_output_stream(tmp) as out:
+        out.write(src.read())
+    fs.move(tmp, dest)
+    return uri
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     cols = [("phase", "phase"), ("method", "method"), ("target_sparsity", "target"),
             ("achieved_sparsity", "achieved"), ("seed", "seed"), ("val_accuracy", "val_acc"),

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 
 from .config import ExperimentConfig, trial_config
-from .results import amortize_distillation, write_results
+from .results import amortize_distillation, copy_to_uri, write_results
 from .tracking import RunLogger, TrackingTarget, default_tracking_uri, finish_run, start_parent
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -246,6 +246,8 @@ def run_sweep(
         amortize_distillation(outcome.rows)
         outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
         parent.artifact(outcome.results_path)
+        if cfg.tracking.results_uri:
+            echo(f"results copied to {copy_to_uri(outcome.results_path, cfg.tracking.results_uri)}")
         from .report import plot_accuracy_vs_sparsity
 
         plot = plot_accuracy_vs_sparsity(outcome.rows, out_dir / "accuracy_vs_sparsity.png")

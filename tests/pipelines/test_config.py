@@ -102,3 +102,16 @@ def test_trial_hash_depends_only_on_result_settings():
     assert other.trial_hash() == cfg.trial_hash()
     changed = cfg.model_copy(update={"seed": 1})
     assert changed.trial_hash() != cfg.trial_hash()
+
+
+def test_results_table_reaches_shared_storage_through_pyarrow_fs(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipelines.results import copy_to_uri, write_results
+
+    local = write_results([{"trial_id": "a", "method": "imp", "status": "ok", "test_accuracy": 0.5}], tmp_path / "r.parquet")
+    dest = tmp_path / "shared" / "nested" / "results.parquet"
+    copy_to_uri(local, dest.as_uri())
+    assert pq.read_table(dest).to_pylist()[0]["method"] == "imp"
+    copy_to_uri(local, str(tmp_path / "plain" / "results.parquet"))
+    assert (tmp_path / "plain" / "results.parquet").is_file()

@@ -41,7 +41,9 @@ def test_sweep_runs_trials_through_ray_and_tracks_them(tmp_path, capsys):
     cfg = tmp_path / "sweep.yaml"
     cfg.write_text(CONFIG)
     out = tmp_path / "out"
-    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    shared = tmp_path / "shared" / "results.parquet"
+    assert main(["run", str(cfg), "--out", str(out), "--set", f"tracking.results_uri={shared.as_uri()}"]) == 0
+    assert pq.read_table(shared).num_rows == 5
     printed = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri sqlite:///" in printed and "--host 127.0.0.1" in printed
 
