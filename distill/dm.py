@@ -40,18 +40,15 @@ from .methods import (
     DistillConfig,
     Progress,
     build_distilled_set,
-    checkpoint_file,
     class_indices,
     derive_seed,
     init_synthetic,
     make_augment,
     network_for,
     parse_options,
-    recipe_for,
-    recipe_hash,
+    run_identity,
     sample_network,
     sample_real,
-    source_for,
 )
 
 __all__ = ["DMOptions", "dm_loss", "distill_dm"]
@@ -103,10 +100,8 @@ def distill_dm(
     t0 = time.perf_counter()
     opts = parse_options(DMOptions, cfg)
     device = resolve_device(cfg.device)
-    recipe = recipe_for(cfg, real, options=opts.model_dump(mode="json"))
-    source = source_for(real)
-    rhash = recipe_hash(recipe, source)
-    ckpt = checkpoint_file(checkpoint_dir, recipe, source)
+    run = run_identity(cfg, real, checkpoint_dir, options=opts.model_dump(mode="json"))
+    recipe, source, rhash, ckpt = run.recipe, run.source, run.hash, run.checkpoint
 
     x0, y = init_synthetic(real, cfg, torch.Generator().manual_seed(derive_seed(cfg.seed, "dm-init")))
     syn = x0.to(device).requires_grad_(True)

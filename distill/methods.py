@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import importlib.util
 import time
+from dataclasses import dataclass
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol, TypeVar
@@ -55,6 +56,8 @@ __all__ = [
     "parse_options",
     "recipe_for",
     "recipe_hash",
+    "run_identity",
+    "RunIdentity",
     "sample_network",
     "sample_real",
     "source_for",
@@ -181,6 +184,25 @@ def recipe_hash(recipe: dict, source: dict) -> str:
     from training.identity import content_hash
 
     return content_hash({"recipe": recipe, "source": source, "seed": recipe.get("seed")})
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What an optimising method's run is: its recipe, source, content hash and checkpoint file.
+
+    One place computes them, so the hash a set carries and the checkpoint it resumes from can never
+    disagree between methods."""
+
+    recipe: dict
+    source: dict
+    hash: str
+    checkpoint: Path | None
+
+
+def run_identity(cfg: "DistillConfig", real: DataBundle, checkpoint_dir: Path | str | None, **extra: Any) -> RunIdentity:
+    recipe = recipe_for(cfg, real, **extra)
+    source = source_for(real)
+    return RunIdentity(recipe, source, recipe_hash(recipe, source), checkpoint_file(checkpoint_dir, recipe, source))
 
 
 def checkpoint_file(checkpoint_dir: Path | str | None, recipe: dict, source: dict) -> Path | None:

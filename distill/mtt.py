@@ -65,14 +65,12 @@ from .methods import (
     DistillConfig,
     Progress,
     build_distilled_set,
-    checkpoint_file,
     derive_seed,
     init_synthetic,
     make_augment,
     network_for,
     parse_options,
-    recipe_for,
-    recipe_hash,
+    run_identity,
     sample_network,
     source_for,
 )
@@ -301,10 +299,8 @@ def distill_mtt(
 ) -> DistilledSet:
     opts = parse_options(MTTOptions, cfg)
     device = resolve_device(cfg.device)
-    recipe = recipe_for(cfg, real, options=opts.model_dump(mode="json"))
-    source = source_for(real)
-    rhash = recipe_hash(recipe, source)
-    ckpt = checkpoint_file(checkpoint_dir, recipe, source)
+    run = run_identity(cfg, real, checkpoint_dir, options=opts.model_dump(mode="json"))
+    recipe, source, rhash, ckpt = run.recipe, run.source, run.hash, run.checkpoint
     net_cfg = network_for(cfg, real)
     K, M = opts.num_experts, opts.expert_epochs_match
 
