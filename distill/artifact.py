@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from pruning.mask import atomic_torch_save, load_artifact
+from training.io import atomic_torch_save, load_artifact
 from training.data import DataBundle, Normalization, Split
 from training.identity import content_hash
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, TypeVar
+from typing import Any, Callable, ClassVar, Literal, Protocol, TypeVar
 
 import pydantic
 import torch
@@ -108,6 +108,7 @@ class DistillConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    NON_RESULT: ClassVar[frozenset[str]] = frozenset({"device", "checkpoint_every", "progress_every"})
 
     method: str
     ipc: int = Field(10, ge=1, description="synthetic samples per class")
@@ -144,7 +145,7 @@ class DistillConfig(BaseModel):
 
 # ------------------------------------------------------------------------------------------ identity
 # Fields that change how a run is executed or observed, never its result.
-_NON_RECIPE_FIELDS = {"device", "checkpoint_every", "progress_every"}
+_NON_RECIPE_FIELDS = set(DistillConfig.NON_RESULT)
 
 
 def default_network(input_shape: tuple[int, ...]) -> ModelConfig:

@@ -26,14 +26,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
 
+    from .sweep_state import SweepState
+
+    try:
+        state = SweepState.load(out_dir)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if state is not None and state.status != "finished":
+        return _fail(f"{out_dir} holds an unfinished sweep {state.name!r} ({state.status}, attempt {state.attempts}); "
+                     f"finish it with:  prunetune resume {out_dir}   (or choose another --out)")
+    return _sweep(cfg, raw, out_dir, resume=False)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .config import ConfigError, validate
+    from .sweep_state import SweepState
+
+    out_dir = Path(args.dir).resolve()
+    try:
+        state = SweepState.load(out_dir)
+        if state is None:
+            raise ConfigError(f"{out_dir} holds no sweep (no sweep.json); start one with: prunetune run CONFIG --out {out_dir}")
+        from .config import read_yaml
+
+        raw = read_yaml(out_dir / "config.yaml")
+        cfg = validate(raw, context=f" in {out_dir / 'config.yaml'}")
+    except (ConfigError, ValueError) as exc:
+        return _fail(str(exc))
+    return _sweep(cfg, raw, out_dir, resume=True)
+
+
+def _sweep(cfg, raw: dict, out_dir: Path, resume: bool) -> int:
     import yaml
 
+    from .config import ConfigError
     from .results import render
-    from .runner import run_sweep
+    from .runner import SweepInterrupted, run_sweep
     from .tracking import ui_command
 
     config_text = yaml.safe_dump(raw, sort_keys=False)
-    outcome = run_sweep(cfg, raw, out_dir, config_text)
+    try:
+        outcome = run_sweep(cfg, raw, out_dir, config_text, resume=resume)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except SweepInterrupted:
+        print(f"\nsweep stopped; finished trials and stages are kept. Resume with:  prunetune resume {out_dir}",
+              file=sys.stderr)
+        return 130
     print()
     print(render(outcome.rows))
     print()
@@ -69,6 +108,33 @@ def _preflight(cfg, raw, out_dir: Path) -> None:
         raise ConfigError(f"--out {out_dir} exists and is not a directory")
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    from training.store import ArtifactStore
+
+    from .sweep_state import SweepState
+
+    target = Path(args.dir)
+    try:
+        state = SweepState.load(target) if target.is_dir() else None
+    except ValueError as exc:
+        return _fail(str(exc))
+    uri = state.store_uri if state is not None else args.dir
+    rows = [r for r in ArtifactStore(uri).index() if args.stage in (None, r["stage"])]
+    if not rows:
+        print(f"no stage runs in {uri}")
+        return 0
+    print(f"{'stage':<10} {'key':<16} {'status':<6} {'wall_s':>8} {'passes':>10}  host/pid")
+    for r in sorted(rows, key=lambda r: r.get("start") or 0):
+        wall = f"{r['wall_time_s']:.1f}" if r.get("wall_time_s") is not None else "-"
+        passes = str(r["sample_passes"]) if r.get("sample_passes") is not None else "-"
+        print(f"{r['stage']:<10} {r['key']:<16} {r['status']:<6} {wall:>8} {passes:>10}  {r.get('host')}/{r.get('pid')}")
+    by_status: dict[str, int] = {}
+    for r in rows:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    print(f"{len(rows)} stage runs: " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .distill_cmd import add_parser as add_distill_parser
     from .prune_cmd import add_parser as add_prune_parser
@@ -80,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default runs/<name>)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. prune.sparsity=0.9 (repeatable)")
     run.set_defaults(func=cmd_run)
+    resume = sub.add_parser("resume", help="finish a sweep that was stopped or crashed (reuses everything done)")
+    resume.add_argument("dir", help="the sweep's output directory")
+    resume.set_defaults(func=cmd_resume)
+    store = sub.add_parser("store", help="list the stage runs in a sweep's store")
+    store.add_argument("dir", help="a sweep's output directory, or a store path/URI")
+    store.add_argument("--stage", help="only this stage (e.g. pretrain, imp_level)")
+    store.set_defaults(func=cmd_store)
     add_prune_parser(sub)
     add_distill_parser(sub)
     return parser

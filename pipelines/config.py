@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pruning.config import PruneConfig
 from search.space import SweepConfig, expand_grid
 from training.data import DataConfig
-from training.identity import content_hash
 from training.models import ModelConfig
 from training.trainer import TrainConfig
 
@@ -24,10 +23,52 @@ class ConfigError(ValueError):
     """A config problem, already phrased for the user (field path, bad value, what is allowed)."""
 
 
-class Resources(BaseModel):
+class StageResources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+
+
+class Resources(BaseModel):
+    """Per trial, and per shared stage run as its own Ray task (``stages.distill``, ``stages.pretrain``;
+    a stage without an entry gets the trial's resources)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+    stages: dict[str, StageResources] = Field(default_factory=dict)
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, v: dict) -> dict:
+        from pipelines.scheduling import SHARED_STAGES
+
+        unknown = sorted(set(v) - set(SHARED_STAGES))
+        if unknown:
+            raise ValueError(f"no shared stage named {unknown}; allowed: {', '.join(SHARED_STAGES)}")
+        return v
+
+    def for_stage(self, name: str) -> tuple[float, float]:
+        r = self.stages.get(name)
+        return (r.cpu, r.gpu) if r is not None else (self.cpu, self.gpu)
+
+    @property
+    def max_gpu(self) -> float:
+        return max([self.gpu, *(r.gpu for r in self.stages.values())])
+
+
+class StoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    uri: str | None = Field(
+        None, description="where stage outputs live (default <out>/store); a path, file:///nfs/... or s3://... "
+        "shared by sweeps and nodes")
+    lease_timeout_s: float = Field(120.0, gt=0, description="a stage whose computing process shows no sign of "
+                                   "life for this long is taken over by another")
+
+
+class FailureConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_retries: int = Field(1, ge=0, description="reruns of a trial whose process died (not of one that raised)")
 
 
 class RayConfig(BaseModel):
@@ -59,13 +100,18 @@ class ExperimentConfig(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     ray: RayConfig = Field(default_factory=RayConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    failure: FailureConfig = Field(default_factory=FailureConfig)
 
     def result_settings(self) -> dict:
         """Exactly the settings that change a trial's result (not sweep, resources, tracking)."""
         return self.model_dump(mode="json", include={"seed", "data", "model", "train", "prune"})
 
-    def trial_hash(self) -> str:
-        return content_hash(self.result_settings())
+    def trial_key(self) -> str:
+        """The key of the trial's last stage (``evaluate``): exactly what changes its result."""
+        from .trial import trial_graph
+
+        return trial_graph(self).key
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:

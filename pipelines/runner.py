@@ -1,7 +1,14 @@
-"""Runs a sweep as Ray Tune experiments: the grid phase, then the Optuna phase, one parent MLflow run.
+"""Runs a sweep as Ray Tune experiments: shared stages, the grid phase, then the Optuna phase.
 
-Ray starts locally (embedded) unless ``ray.address`` names a cluster. Every path handed to a trial
-is absolute, because Tune changes each trial's working directory.
+Ray starts locally (embedded) unless ``ray.address`` names a cluster. Every path handed to a trial is
+absolute, because Tune changes each trial's working directory. The sweep directory remembers what
+a resume needs (``pipelines.sweep_state``): a resumed sweep reuses its MLflow parent run, re-attaches
+each trial's child run, skips trial slots that ended, continues the Optuna study, and the store
+returns every stage that was already computed, so nothing finished is computed or logged again.
+
+Why a resume starts fresh Tune experiments rather than ``Tuner.restore``: Tune's experiment state is
+written periodically, so after a SIGKILL it lags the store and would re-run trials whose results are
+already there; the trial records and the store are written as each trial ends, so they are the truth.
 """
 from __future__ import annotations
 
@@ -13,12 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from training.identity import content_hash
+from training.store import ArtifactStore
 
-from .config import ExperimentConfig, trial_config
+from .config import ConfigError, ExperimentConfig, trial_config
 from .results import amortize_distillation, copy_to_uri, write_results
-from .tracking import RunLogger, TrackingTarget, default_tracking_uri, finish_run, start_parent
+from .sweep_state import SweepState, TrialRecords
+from .tracking import (
+    RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, reopen_parent, start_parent,
+)
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+class SweepInterrupted(Exception):
+    """The sweep was stopped (Ctrl-C) before every trial ran; ``prunetune resume DIR`` finishes it."""
 
 
 @dataclass
@@ -33,42 +49,92 @@ class SweepOutcome:
         return all(r["status"] == "ok" for r in self.rows)
 
 
-def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, phase: str, fixed: dict) -> None:
-    """The Tune trainable. Errors become a row with status 'error' rather than aborting the sweep."""
+def config_hash(raw: dict) -> str:
+    return content_hash(raw)
+
+
+def store_for(cfg: ExperimentConfig, out_dir: Path) -> ArtifactStore:
+    return ArtifactStore(cfg.store.uri or str(out_dir / "store"), lease_timeout_s=cfg.store.lease_timeout_s)
+
+
+# ------------------------------------------------------------------------------------- the trial
+def _error_row(exc: BaseException | str) -> dict[str, Any]:
+    from .trial import describe_error
+
+    msg = exc if isinstance(exc, str) else describe_error(exc)
+    return {"status": "error", "error": msg, "val_accuracy": math.nan, "test_accuracy": math.nan,
+            "remaining_params": math.nan, "density": math.nan, "flops": math.nan}
+
+
+def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, phase: str, fixed: dict,
+              points: list[dict], store: ArtifactStore) -> None:
+    """The Tune trainable: re-attaches to its slot's MLflow run, reports per epoch, then its row.
+
+    Errors become a row with status 'error' rather than aborting the sweep.
+    """
     import torch
     from ray import tune
 
-    from .trial import describe_error, run_trial
+    from training.stage import StageEnv
 
-    overrides = {**fixed, **dict(config.get("overrides", config))}
+    from .trial import format_traceback, run_trial
+
+    if phase == "grid":
+        slot, overrides = f"grid-{config['slot']}", dict(points[config["slot"]])
+    else:
+        slot, overrides = f"optuna-{config['optuna_number']}", {**fixed, **config["overrides"]}
     cfg = trial_config(raw, overrides)
     ctx = tune.get_context()
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))
-    run_name = f"{cfg.prune.method}-s{cfg.prune.sparsity:g}-seed{cfg.seed}-{ctx.get_trial_id()}"
-    logger = RunLogger.child(
-        target, run_name, {"ray_trial_id": ctx.get_trial_id(), "phase": phase, "method": cfg.prune.method}
-    )
+    records = TrialRecords(Path(out_dir))
+    record = records.get(slot)
+    run_name = f"{cfg.prune.method} s={cfg.prune.sparsity:g} seed={cfg.seed} ({slot})"
+    if record.get("mlflow_run_id"):
+        logger = RunLogger.reattach(target, record["mlflow_run_id"])
+    else:
+        logger = RunLogger.child(target, run_name, {
+            "phase": phase, "slot": slot, "method": cfg.prune.method, "sparsity": str(cfg.prune.sparsity),
+            "density": str(cfg.prune.density), "seed": str(cfg.seed)})
+        records.update(slot, mlflow_run_id=logger.run_id, phase=phase, overrides=overrides)
+    logger.tags({"ray_trial_id": ctx.get_trial_id()})
     logger.params({**cfg.result_settings(), "phase": phase})
     report: dict[str, Any] = {
-        "trial_id": ctx.get_trial_id(), "phase": phase, "overrides": json.dumps(overrides, sort_keys=True),
-        "mlflow_run_id": logger.run_id, "method": cfg.prune.method, "target_sparsity": cfg.prune.sparsity,
-        "seed": cfg.seed,
+        "trial_id": ctx.get_trial_id(), "phase": phase, "slot": slot,
+        "overrides": json.dumps(overrides, sort_keys=True), "mlflow_run_id": logger.run_id,
+        "method": cfg.prune.method, "target_sparsity": cfg.prune.sparsity, "seed": cfg.seed,
     }
+    log = lambda m: print(f"[{slot}] {m}", flush=True)  # noqa: E731
+
+    def on_epoch(stage, rec: dict) -> None:  # intermediate results, for schedulers and the live view
+        tune.report({k: v for k, v in rec.items() if isinstance(v, (int, float))} | {"stage": stage.name})
+
     try:
-        row = run_trial(cfg, Path(out_dir), logger, log=lambda m: print(f"[{run_name}] {m}", flush=True))
+        row = run_trial(cfg, StageEnv.on(store, log=log, on_epoch=on_epoch), logger, log=log)
     except Exception as exc:  # the row records it; the sweep goes on
-        msg = describe_error(exc)
-        print(f"[{run_name}] FAILED: {msg}", flush=True)
-        logger.tags({"error": msg[:5000]})
+        failed = {**report, **_error_row(exc)}
+        log(f"FAILED: {failed['error']}")
+        logger.tags({"error": failed["error"][:5000]})
+        _log_text(logger, "traceback.txt", format_traceback(exc))
         logger.finish("FAILED")
-        tune.report({**report, "status": "error", "error": msg, "val_accuracy": math.nan,
-                     "test_accuracy": math.nan, "remaining_params": math.nan, "density": math.nan,
-                     "flops": math.nan})
+        records.update(slot, row=failed)
+        tune.report(failed)
         return
     logger.finish("FINISHED")
-    tune.report({**row, **report, "status": "ok", "error": None})
+    full = {**row, **report, "status": "ok", "error": None}
+    records.update(slot, row=full)
+    tune.report(full)
 
 
+def _log_text(logger: RunLogger, name: str, text: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(text)
+        logger.artifact(path)
+
+
+# -------------------------------------------------------------------------------- the live view
 def _progress_callback(phase: str, total: int | None):
     """One line per finished trial instead of Tune's full metric tables."""
     from ray.tune import Callback
@@ -78,44 +144,32 @@ def _progress_callback(phase: str, total: int | None):
             self.done = 0
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "status" not in result:  # an intermediate (per-epoch) report
+                return
             self.done += 1
             of = f"/{total}" if total else ""
             acc = result.get("test_accuracy")
             acc_text = f"{acc:.4f}" if isinstance(acc, float) and acc == acc else "-"
+            cached = " (cached)" if result.get("cached") else ""
             print(
                 f"[{phase} {self.done}{of}] {result.get('method')} sparsity {result.get('target_sparsity'):.4g} "
-                f"seed {result.get('seed')}: {result.get('status')} test_acc {acc_text}",
+                f"seed {result.get('seed')}: {result.get('status')} test_acc {acc_text}{cached}",
                 flush=True,
             )
 
     return Progress()
 
 
-def _make_sampler(opt):
-    import optuna
-
-    if opt.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=opt.seed)
-    if opt.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=opt.seed)
-    return optuna.samplers.TPESampler(seed=opt.seed)
-
-
-def _run_phase(
-    phase: str,
-    param_space: dict,
-    tune_config_kwargs: dict,
-    cfg: ExperimentConfig,
-    raw: dict,
-    out_dir: Path,
-    target: TrackingTarget,
-    fixed: dict,
-    total: int | None,
-) -> list[dict[str, Any]]:
+# ---------------------------------------------------------------------------------------- phases
+def _run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, cfg: ExperimentConfig, raw: dict,
+               out_dir: Path, target: TrackingTarget, store: ArtifactStore, fixed: dict, points: list[dict],
+               total: int) -> None:
+    """Run one Tune experiment; raises ``SweepInterrupted`` when it was stopped before its end."""
     from ray import tune
 
     trainable = tune.with_resources(
-        tune.with_parameters(_trial_fn, raw=raw, out_dir=str(out_dir), target=target, phase=phase, fixed=fixed),
+        tune.with_parameters(_trial_fn, raw=raw, out_dir=str(out_dir), target=target, phase=phase, fixed=fixed,
+                             points=points, store=store),
         {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
     )
     tuner = tune.Tuner(
@@ -125,84 +179,115 @@ def _run_phase(
             max_concurrent_trials=cfg.sweep.max_concurrent_trials,
             trial_dirname_creator=lambda t: f"{phase}_{t.trial_id}",
             reuse_actors=True,
-            **tune_config_kwargs,
+            **tune_kwargs,
         ),
         run_config=tune.RunConfig(
-            name=phase,
+            name=f"{phase}-attempt{attempt}",
             storage_path=str(out_dir / "ray_results"),
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=cfg.failure.max_retries),
             callbacks=[_progress_callback(phase, total)],
             verbose=0,
         ),
     )
     grid = tuner.fit()
-    rows = []
+    interrupted = False
     for result in grid:
         metrics = dict(result.metrics or {})
-        if result.error is not None or "status" not in metrics:
-            # The trainable itself crashed (e.g. a worker died): no row was reported.
-            metrics.update(
-                trial_id=metrics.get("trial_id") or getattr(result, "path", "").rsplit("_", 1)[-1],
-                phase=phase, status="error", error=str(result.error)[:5000],
-            )
-        rows.append(metrics)
-    return rows
-
-
-def _distill_stage(raw: dict, points: list[dict], cfg: ExperimentConfig, out_dir: Path,
-                   parent: RunLogger, echo: Callable[[str], None]) -> None:
-    """Make every small set the grid's trials need once, on the driver, before trials start.
-
-    Trials then load the artifact instead of racing to make it; Optuna trials whose settings change
-    the set make their own on first use.
-    """
-    from distill.store import distilled_path, ensure_distilled
-    from pruning.methods import small_set_config
-    from training.data import load_dataset
-
-    fixed = dict(cfg.sweep.optuna.fixed) if cfg.sweep.optuna else None
-    seen: set[Path] = set()
-    for point in points + ([fixed] if fixed is not None else []):
-        tcfg = trial_config(raw, point)
-        dcfg = small_set_config(tcfg.prune)
-        if dcfg is None:
+        if "status" in metrics:
             continue
-        if distilled_path(out_dir, tcfg.data, dcfg) in seen:
+        if result.error is None:  # neither a row nor an error: the experiment was stopped
+            interrupted = True
             continue
-        ds, path, made = ensure_distilled(load_dataset(tcfg.data), tcfg.data, dcfg, out_dir, log=echo)
-        seen.add(path)
-        echo(f"small set {dcfg.method} ({len(ds)} samples): {'made' if made else 'reused'} {path} "
-             f"cost {ds.cost.get('wall_time_s', 0):.1f}s, {ds.cost.get('sample_passes', 0)} sample passes")
-        parent.artifact(path, "distilled")
-        if path.with_suffix(".png").is_file():
-            parent.artifact(path.with_suffix(".png"), "distilled")
+        # The trainable itself died (e.g. killed for memory) after its retries: record its slot.
+        slot = metrics.get("slot") or _slot_of(result.config, phase)
+        if slot:
+            TrialRecords(out_dir).update(slot, row={**_error_row(f"trial process failed: {result.error}"),
+                                                    "phase": phase, "slot": slot})
+    if interrupted:
+        raise SweepInterrupted(phase)
 
 
-def run_sweep(
-    cfg: ExperimentConfig,
-    raw: dict,
-    out_dir: Path,
-    config_text: str,
-    echo: Callable[[str], None] = print,
-) -> SweepOutcome:
+def _slot_of(config: dict | None, phase: str) -> str | None:
+    if not config:
+        return None
+    if phase == "grid" and "slot" in config:
+        return f"grid-{config['slot']}"
+    if "optuna_number" in config:
+        return f"optuna-{config['optuna_number']}"
+    return None
+
+
+def _collect_rows(out_dir: Path) -> list[dict[str, Any]]:
+    def order(item):
+        phase, _, n = item[0].partition("-")
+        return (phase != "grid", int(n))
+
+    return [r["row"] for _, r in sorted(TrialRecords(out_dir).all().items(), key=order) if "row" in r]
+
+
+def _check_cluster(cfg: ExperimentConfig) -> None:
+    """Fail before any trial is pending forever: Ray queues requests no node can meet without a word."""
     import ray
-    from ray.tune.search.optuna import OptunaSearch
-    from ray import tune
 
-    out_dir = out_dir.resolve()
+    have = ray.cluster_resources()
+    gpus, cpus = have.get("GPU", 0.0), have.get("CPU", 0.0)
+    if cfg.resources.max_gpu > gpus:
+        raise ConfigError(
+            f"resources ask for {cfg.resources.max_gpu:g} GPU per trial or stage, but the Ray cluster has {gpus:g}; "
+            "set resources.gpu (and resources.stages.*.gpu) to 0, or run on a cluster with GPUs")
+    need_cpu = max([cfg.resources.cpu, *(r.cpu for r in cfg.resources.stages.values())])
+    if need_cpu > cpus:
+        raise ConfigError(f"resources ask for {need_cpu:g} CPUs per trial or stage, but the Ray cluster has {cpus:g}; "
+                          f"lower resources.cpu or raise ray.num_cpus")
+
+
+# ----------------------------------------------------------------------------------------- sweep
+def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, resume: bool) -> SweepState:
+    """The sweep's state: new (a parent run is created) or the existing one, re-opened."""
+    state = SweepState.load(out_dir)
+    if state is not None:
+        if state.config_hash != config_hash(raw):
+            raise ConfigError(
+                f"{out_dir} holds the sweep {state.name!r} of another config; use a new --out "
+                f"(stage outputs can be shared between sweeps with store.uri)")
+        state.attempts += 1
+        reopen_parent(state.tracking_uri, state.experiment_id, state.parent_run_id)
+        state.status = "running"
+        state.save(out_dir)
+        return state
+    if resume:
+        raise ConfigError(f"{out_dir} holds no sweep to resume (no sweep.json); start one with prunetune run")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(config_text)
     tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out_dir)
     target = start_parent(
-        tracking_uri,
-        cfg.tracking.experiment_name or cfg.name,
-        out_dir / "mlartifacts",
-        run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={"config": cfg.name},
+        tracking_uri, cfg.tracking.experiment_name or cfg.name, out_dir / "mlartifacts",
+        run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", tags={"config": cfg.name},
     )
-    parent = RunLogger(tracking_uri, target.parent_run_id)
-    parent.artifact(out_dir / "config.yaml")
-    outcome = SweepOutcome(tracking_uri=tracking_uri, parent_run_id=target.parent_run_id)
+    RunLogger(tracking_uri, target.parent_run_id).artifact(out_dir / "config.yaml")
+    state = SweepState(
+        name=cfg.name, config_hash=config_hash(raw), tracking_uri=tracking_uri, experiment_id=target.experiment_id,
+        parent_run_id=target.parent_run_id, store_uri=store_for(cfg, out_dir).uri,
+        study_path=str(out_dir / "optuna.db"), study_name=cfg.name,
+    )
+    state.save(out_dir)
+    return state
+
+
+def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
+              echo: Callable[[str], None] = print, resume: bool = False) -> SweepOutcome:
+    import ray
+
+    from search.space import expand_grid
+
+    out_dir = out_dir.resolve()
+    state = _begin(cfg, raw, out_dir, config_text, resume)
+    target = TrackingTarget(state.tracking_uri, state.experiment_id, state.parent_run_id)
+    parent = RunLogger(state.tracking_uri, state.parent_run_id)
+    store = store_for(cfg, out_dir)
+    outcome = SweepOutcome(tracking_uri=state.tracking_uri, parent_run_id=state.parent_run_id)
+    if state.attempts > 1:
+        echo(f"resuming {out_dir} (attempt {state.attempts}): finished trials and stages are reused")
 
     started_ray = False
     status = "FAILED"
@@ -216,33 +301,23 @@ def run_sweep(
                 log_to_driver=True,
             )
             started_ray = True
-        from search.space import expand_grid
-
+        _check_cluster(cfg)
         points = expand_grid(cfg.sweep.grid)
         if not points and cfg.sweep.optuna is None:
             points = [{}]  # no sweep section: the config itself is the one trial
-        _distill_stage(raw, points, cfg, out_dir, parent, echo)
-        if points:
-            echo(f"grid phase: {len(points)} trials")
-            outcome.rows += _run_phase(
-                "grid", {"overrides": tune.grid_search(points)}, {}, cfg, raw, out_dir, target, {},
-                len(points),
-            )
+        records = TrialRecords(out_dir)
+        todo = [i for i in range(len(points)) if "row" not in records.get(f"grid-{i}")]
+        if todo:
+            _shared_stages_first([points[i] for i in todo], raw, cfg, store, echo)
+            echo(f"grid phase: {len(todo)} trials" + (f" ({len(points) - len(todo)} already done)"
+                                                      if len(todo) < len(points) else ""))
+            from ray import tune
+
+            _run_phase("grid", state.attempts, {"slot": tune.grid_search(todo)}, {}, cfg, raw, out_dir, target,
+                       store, {}, points, len(todo))
         if cfg.sweep.optuna is not None:
-            opt = cfg.sweep.optuna
-            metrics = [o.metric for o in opt.objectives]
-            modes = [o.mode for o in opt.objectives]
-            searcher = OptunaSearch(
-                space={k: d.to_optuna() for k, d in opt.space.items()},
-                metric=metrics if len(metrics) > 1 else metrics[0],
-                mode=modes if len(modes) > 1 else modes[0],
-                sampler=_make_sampler(opt),
-            )
-            echo(f"optuna phase: {opt.num_samples} trials, objectives {list(zip(metrics, modes))}")
-            outcome.rows += _run_phase(
-                "optuna", {}, {"search_alg": searcher, "num_samples": opt.num_samples},
-                cfg, raw, out_dir, target, dict(opt.fixed), opt.num_samples,
-            )
+            _optuna_phase(cfg, raw, out_dir, target, store, state, echo)
+        outcome.rows = _collect_rows(out_dir)
         amortize_distillation(outcome.rows)
         outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
         parent.artifact(outcome.results_path)
@@ -255,8 +330,48 @@ def run_sweep(
             parent.artifact(plot)
         parent.metrics({"trials": len(outcome.rows), "trials_ok": sum(r["status"] == "ok" for r in outcome.rows)})
         status = "FINISHED" if outcome.ok else "FAILED"
+        state.status = "finished"
+    except (SweepInterrupted, KeyboardInterrupt):
+        status, state.status = "KILLED", "interrupted"
+        outcome.rows = _collect_rows(out_dir)
+        if outcome.rows:
+            outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
+        raise SweepInterrupted(str(out_dir)) from None
+    except BaseException:
+        state.status = "failed"
+        raise
     finally:
-        finish_run(tracking_uri, target.parent_run_id, status)
+        end_running_children(target)
+        finish_run(state.tracking_uri, state.parent_run_id, status)
+        state.save(out_dir)
         if started_ray:
             ray.shutdown()
     return outcome
+
+
+def _shared_stages_first(points: list[dict], raw: dict, cfg: ExperimentConfig, store: ArtifactStore,
+                         echo: Callable[[str], None]) -> None:
+    from .scheduling import run_shared_stages, shared_stages
+    from .trial import trial_graph
+
+    stages = [s for p in points for s in trial_graph(trial_config(raw, p)).stages()]
+    todo = shared_stages(stages, lambda s: store.is_done(s.name, s.key))
+    for line in run_shared_stages(todo, store, cfg.resources.for_stage, echo):
+        echo(f"shared stage failed (the trials that need it will report it): {line}")
+
+
+def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: TrackingTarget, store: ArtifactStore,
+                  state: SweepState, echo: Callable[[str], None]) -> None:
+    from search.study import StudySearcher, open_study, remaining_trials
+
+    opt = cfg.sweep.optuna
+    metrics = [o.metric for o in opt.objectives]
+    study = open_study(state.study_path, state.study_name, [o.mode for o in opt.objectives], opt.sampler, opt.seed)
+    todo = remaining_trials(study, opt.num_samples)
+    if todo == 0:
+        return
+    searcher = StudySearcher(study, {k: d.to_optuna() for k, d in opt.space.items()}, metrics, opt.num_samples)
+    echo(f"optuna phase: {todo} trials (study {state.study_name!r} in {state.study_path}), "
+         f"objectives {[(o.metric, o.mode) for o in opt.objectives]}")
+    _run_phase("optuna", state.attempts, {}, {"search_alg": searcher, "num_samples": todo}, cfg, raw, out_dir,
+               target, store, dict(opt.fixed), [], todo)

@@ -63,7 +63,9 @@ def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, r
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
     if exp is None:
-        exp_id = client.create_experiment(experiment_name, artifact_location=artifact_root.resolve().as_uri())
+        # Marked as model training, so MLflow's UI opens it on the runs table, not the GenAI traces view.
+        exp_id = client.create_experiment(experiment_name, artifact_location=artifact_root.resolve().as_uri(),
+                                          tags={"mlflow.experimentKind": "custom_model_development"})
     else:
         exp_id = exp.experiment_id
     run = client.create_run(exp_id, run_name=run_name, tags={"prunetune.role": "sweep", **tags})
@@ -72,6 +74,24 @@ def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, r
 
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     _client(tracking_uri).set_terminated(run_id, status=status)
+
+
+def reopen_parent(tracking_uri: str, experiment_id: str, run_id: str) -> TrackingTarget:
+    _client(tracking_uri).update_run(run_id, status="RUNNING")
+    return TrackingTarget(tracking_uri, experiment_id, run_id)
+
+
+def end_running_children(target: TrackingTarget, status: str = "KILLED") -> int:
+    """Runs of trials that a stop cut short: ended, never left RUNNING (a resume re-attaches them)."""
+    client = _client(target.tracking_uri)
+    runs = client.search_runs(
+        [target.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{target.parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=10_000,
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, status=status)
+    return len(runs)
 
 
 class RunLogger:
@@ -90,6 +110,13 @@ class RunLogger:
             tags={"mlflow.parentRunId": target.parent_run_id, "prunetune.role": "trial", **tags},
         )
         return cls(target.tracking_uri, run.info.run_id)
+
+    @classmethod
+    def reattach(cls, target: TrackingTarget, run_id: str) -> "RunLogger":
+        """The run an earlier attempt of this trial created, open again (no second run per trial)."""
+        logger = cls(target.tracking_uri, run_id)
+        logger.client.update_run(run_id, status="RUNNING")
+        return logger
 
     def params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -90,10 +90,15 @@ class PruneConfig(BaseModel):
     def _options_fit_method(self) -> "PruneConfig":
         if (self.allocation == "explicit") != bool(self.layer_densities):
             raise ValueError("layer_densities is required by, and only used with, allocation 'explicit'")
-        if self.ablation != "none" and self.method in ("dense", "pdp"):
-            raise ValueError(f"ablation {self.ablation!r} does not apply to method {self.method!r}")
-        if self.ablation == "invert" and self.method == "imp":
-            raise ValueError("ablation 'invert' needs a pruning-at-init scoring method, not 'imp'")
+        if self.ablation != "none":
+            from .methods import allowed_ablations  # late: the registry imports this module
+
+            allowed = allowed_ablations(self)
+            if self.ablation not in allowed:
+                raise ValueError(
+                    f"ablation {self.ablation!r} does not apply to method {self.method!r}; allowed for it: "
+                    + (", ".join(sorted(allowed)) if allowed else "none")
+                )
         if self.method == "pdp" and self.pdp.structure == "nm":
             implied = 1 - self.pdp.n / self.pdp.m
             if abs(self.sparsity - implied) > 1e-9:

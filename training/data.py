@@ -10,7 +10,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import ClassVar, Callable
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ def dataset_names() -> list[str]:
 
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    NON_RESULT: ClassVar[frozenset[str]] = frozenset({"root", "download"})  # where, not what
 
     name: str
     root: str = "data"

@@ -145,6 +145,13 @@ class ModelConfig(BaseModel):
         self.options = parsed.model_dump(mode="json")
         return self
 
+    def key_settings(self) -> dict[str, Any]:
+        """The name and the options that differ from that model's defaults (see ``training.keys``)."""
+        from .keys import canonical
+
+        opts = canonical(self.parsed_options())
+        return {"name": self.name, **({"options": opts} if opts else {})}
+
     def parsed_options(self) -> _Options:
         return _parse_options(_entry_for(self.name), self.name, self.options)
 

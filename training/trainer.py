@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from .data import DataBundle, Split
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    NON_RESULT: ClassVar[frozenset[str]] = frozenset({"eval_batch_size", "device"})
 
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)

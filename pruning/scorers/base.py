@@ -43,6 +43,9 @@ class Scorer:
 
     needs_data: ClassVar[bool] = False
     default_rounds: ClassVar[int] = 1
+    # Constructor argument -> the ``PruneConfig`` field it comes from. Building the scorer and its
+    # stage key both read this, so an option the scorer does not take cannot change its masks' keys.
+    prune_options: ClassVar[dict[str, str]] = {}
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

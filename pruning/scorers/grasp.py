@@ -31,6 +31,7 @@ from .snip import BNMode, batch_to, check_bn_mode, scoring_mode
 class GraSPScorer(Scorer):
     needs_data = True
     default_rounds = 1
+    prune_options = {"temperature": "grasp_temperature", "bn_mode": "bn_mode"}
 
     def __init__(self, seed: int = 0, temperature: float = 200.0, bn_mode: BNMode = "eval") -> None:
         super().__init__(seed)

@@ -183,6 +183,7 @@ class PXScorer(Scorer):
 
     needs_data = True
     default_rounds = 100
+    prune_options = {"variant": "px_variant"}
 
     def __init__(self, seed: int = 0, variant: str = "clean") -> None:
         super().__init__(seed)

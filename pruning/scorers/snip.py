@@ -70,6 +70,7 @@ class SNIPScorer(Scorer):
 
     needs_data = True
     default_rounds = 1
+    prune_options = {"bn_mode": "bn_mode"}
 
     def __init__(self, seed: int = 0, bn_mode: BNMode = "eval") -> None:
         super().__init__(seed)

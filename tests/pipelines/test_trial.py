@@ -7,7 +7,20 @@ import torch
 import yaml
 
 from pipelines.config import ConfigError, trial_config
-from pipelines.trial import run_trial
+from pipelines.trial import run_trial as _run_trial
+from pipelines.trial import trial_graph
+from training.store import ArtifactStore
+
+
+def run_trial(cfg, root, log=None):
+    return _run_trial(cfg, ArtifactStore(root / "store"), log=log or (lambda m: None))
+
+
+def stage_file(root, cfg, which, name):
+    """A file of one of the trial's stages: 'mask', 'trained' or 'evaluate'."""
+    graph = trial_graph(cfg)
+    stage = {"mask": graph.plan.mask, "trained": graph.trained, "evaluate": graph.evaluate}[which]
+    return ArtifactStore(root / "store").get(stage.name, stage.key).file(name)
 
 RAW = yaml.safe_load(textwrap.dedent(
     """
@@ -26,11 +39,10 @@ def test_each_method_hits_the_target_sparsity(tmp_path, method):
     row = run_trial(cfg, tmp_path, log=lambda m: None)
     assert row["achieved_sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert 0 <= row["test_accuracy"] <= 1
-    trial_dir = tmp_path / "runs" / cfg.trial_hash()
-    report = json.loads((trial_dir / "sparsity.json").read_text())
+    report = json.loads(stage_file(tmp_path, cfg, "evaluate", "sparsity.json").read_text())
     assert report["kept"] == round(0.2 * report["total"])
-    state = torch.load(trial_dir / "model.pt", weights_only=True)
-    mask = torch.load(trial_dir / "mask.pt", weights_only=True)
+    state = torch.load(stage_file(tmp_path, cfg, "trained", "model.pt"), weights_only=True)
+    mask = torch.load(stage_file(tmp_path, cfg, "mask", "mask.pt"), weights_only=True)
     for name, m in mask.items():
         assert torch.count_nonzero(state[name][~m]) == 0
 
@@ -58,7 +70,8 @@ def test_distilled_imp_and_its_subset_control(tmp_path):
     cfg = trial_config(RAW, {"prune.method": "distilled_imp", "prune.sparsity": 0.5, **SMALL})
     again = run_trial(cfg, tmp_path, log=lambda m: None)
     assert again["small_set_hash"] == rows["distilled_imp"]["small_set_hash"]
-    assert len(list((tmp_path / "distilled").glob("dm-*.pt"))) == 1
+    distills = [r for r in ArtifactStore(tmp_path / "store").index() if r["stage"] == "distill"]
+    assert len(distills) == 2  # the DM set and the random subset, each made once
 
 
 def test_rerun_is_a_cache_hit(tmp_path):
@@ -81,7 +94,7 @@ def test_layer_allocations(tmp_path):
     explicit = {"prune.method": "magnitude", "prune.allocation": "explicit",
                 "prune.layer_densities": {"layers.0.weight": 0.1, "layers.2.weight": 0.5, "fc.weight": 1.0}}
     row = run_trial(trial_config(RAW, explicit), tmp_path, log=lambda m: None)
-    report = json.loads((tmp_path / "runs" / row["trial_hash"] / "sparsity.json").read_text())
+    report = json.loads(stage_file(tmp_path, trial_config(RAW, explicit), "evaluate", "sparsity.json").read_text())
     assert report["layers"]["layers.0.weight"]["density"] == pytest.approx(0.1, abs=1e-3)
     assert report["layers"]["fc.weight"]["density"] == 1.0
     with pytest.raises(ValueError, match="not prunable|missing"):
@@ -93,7 +106,7 @@ def test_pdp_nm_and_option_validation(tmp_path):
     cfg = trial_config(RAW, {"prune.method": "pdp", "prune.sparsity": 0.5, "prune.pdp.structure": "nm",
                              "prune.pdp.n": 2, "prune.pdp.m": 4, "prune.ignore": ["fc.weight"]})
     run_trial(cfg, tmp_path, log=lambda m: None)
-    mask = torch.load(tmp_path / "runs" / cfg.trial_hash() / "mask.pt", weights_only=True)
+    mask = torch.load(stage_file(tmp_path, cfg, "mask", "mask.pt"), weights_only=True)
     for name, m in mask.items():
         groups = m.reshape(m.shape[0], -1, 4).sum(-1)
         assert bool((groups == 2).all()), name
@@ -119,7 +132,8 @@ def test_small_set_augmentation_is_validated_and_used(tmp_path):
 def test_imp_with_short_search_levels_keeps_the_final_budget(tmp_path):
     cfg = trial_config(RAW, {"prune.method": "imp", "prune.sparsity": 0.5, "train.epochs": 3, "prune.search_epochs": 1})
     row = run_trial(cfg, tmp_path, log=lambda m: None)
-    levels = json.loads((tmp_path / "runs" / cfg.trial_hash() / "levels.json").read_text())
+    store = ArtifactStore(tmp_path / "store")
+    levels = [json.loads(store.get(s.name, s.key).file("record.json").read_text()) for s in trial_graph(cfg).plan.levels]
     per_level = {rec["sample_passes"] for rec in levels}
     assert len(per_level) == 1
     assert row["retrain_sample_passes"] == 3 * per_level.pop()  # final retrain: 3 epochs, levels: 1

@@ -1,0 +1,72 @@
+"""Shared stages as Ray tasks with their own resources, before the trials that need them.
+
+Distillation and dense pre-training are what a grid's trials share most (every method at every
+sparsity of one seed needs the same pre-training; every distilled-pruning arm the same set). The
+driver submits each such stage the grid needs once, as a Ray task placed by its own ``resources``
+(a GPU for distillation on a cluster whose head has none), and waits for them before the trials
+start, so no trial holds a CPU while it waits for a task that needs that CPU. Stages that only some
+trials reach (IMP levels, Optuna trials' stages) are computed on demand under the store's lease.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+from training.stage import Stage, StageEnv, materialize
+from training.store import ArtifactStore
+
+SHARED_STAGES = ("distill", "pretrain")
+
+
+def _trains(stage: Stage) -> bool:
+    """An at-init pretrain with k = 0 is just the seeded init: not worth a task of its own."""
+    return stage.name != "pretrain" or stage.until == "end" or stage.rewind_step > 0
+
+
+def shared_stages(stages: Iterable[Stage], done: Callable[[Stage], bool]) -> list[Stage]:
+    """The distinct shared stages among ``stages`` that are not in the store yet."""
+    picked: dict[str, Stage] = {}
+    for s in stages:
+        if s.name in SHARED_STAGES and _trains(s) and s.key not in picked and not done(s):
+            picked[s.key] = s
+    return list(picked.values())
+
+
+def _materialize_task(stage: Stage, store: ArtifactStore, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    t0 = time.perf_counter()
+    entry = materialize(stage, StageEnv.on(store, log=lambda m: print(m, flush=True)))
+    return {"stage": stage.describe(), "cached": entry.cached, "wall_time_s": time.perf_counter() - t0}
+
+
+def run_shared_stages(stages: list[Stage], store: ArtifactStore, resources: Callable[[str], tuple[float, float]],
+                      echo: Callable[[str], None]) -> list[str]:
+    """Run the stages as Ray tasks, at most as many at once as the cluster fits; returns error lines."""
+    import ray
+
+    if not stages:
+        return []
+    remote = ray.remote(_materialize_task)
+    pending = {}
+    for s in stages:
+        cpu, gpu = resources(s.name)
+        ref = remote.options(num_cpus=cpu, num_gpus=gpu, max_retries=1, name=f"stage:{s.describe()}").remote(
+            s, store, int(cpu))
+        pending[ref] = s
+    echo(f"shared stages: {len(stages)} ({', '.join(sorted({s.name for s in stages}))}) as Ray tasks")
+    errors, done = [], 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        stage = pending.pop(ready[0])
+        done += 1
+        try:
+            info = ray.get(ready[0])
+            echo(f"[stage {done}/{len(stages)}] {stage.describe()}: "
+                 f"{'reused' if info['cached'] else 'computed'} in {info['wall_time_s']:.1f}s")
+        except Exception as exc:  # the trials that need it report it as their own error
+            line = f"{stage.describe()}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}"
+            errors.append(line)
+            echo(f"[stage {done}/{len(stages)}] FAILED {line}")
+    return errors

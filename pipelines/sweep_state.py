@@ -1,0 +1,80 @@
+"""What a sweep directory remembers so that it can be resumed: ``sweep.json`` and one record per trial.
+
+``sweep.json`` names the config (and its hash), the MLflow parent run, the store and the study, and
+whether the sweep finished. ``trials/<slot>.json`` holds, per trial slot (grid point ``grid-<i>``, or
+Optuna trial ``optuna-<number>``), its MLflow run id and, once it ended, its result row: a resumed
+sweep re-attaches to that run instead of creating a second one, and skips slots that ended.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.io import atomic_write_text
+
+SWEEP_FILE = "sweep.json"
+
+
+@dataclass
+class SweepState:
+    name: str
+    config_hash: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    store_uri: str
+    study_path: str
+    study_name: str
+    status: str = "running"  # running | interrupted | finished | failed
+    attempts: int = 1
+    phases_done: list[str] = field(default_factory=list)
+
+    def save(self, out_dir: Path) -> None:
+        atomic_write_text(out_dir / SWEEP_FILE, json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, out_dir: Path) -> "SweepState | None":
+        path = out_dir / SWEEP_FILE
+        if not path.is_file():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{path} is not a sweep state file ({exc}); move it away to start afresh") from None
+
+
+_SLOT = re.compile(r"^(grid|optuna)-\d+$")
+
+
+class TrialRecords:
+    """One small JSON file per trial slot: no shared file, so concurrent trials never race."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.root = Path(out_dir) / "trials"
+
+    def _path(self, slot: str) -> Path:
+        if not _SLOT.match(slot):
+            raise ValueError(f"bad trial slot {slot!r}")
+        return self.root / f"{slot}.json"
+
+    def get(self, slot: str) -> dict[str, Any]:
+        path = self._path(slot)
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return {}  # a torn record only loses the run id: the trial's stages are in the store
+
+    def update(self, slot: str, **fields: Any) -> dict[str, Any]:
+        record = {**self.get(slot), **fields}
+        atomic_write_text(self._path(slot), json.dumps(record, indent=2, default=str))
+        return record
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        if not self.root.is_dir():
+            return {}
+        return {p.stem: self.get(p.stem) for p in sorted(self.root.glob("*.json"))}

@@ -1,0 +1,394 @@
+"""Pruning's stages: IMP levels, masks, retraining and evaluation.
+
+Each reads only the pruning settings its method registers (``pruning.methods``), so a ``random`` mask's
+key cannot move when a GraSP or PDP option does. File conventions: a mask stage writes ``mask.pt``
+and ``sparsity.json``; a stage that trains writes ``model.pt`` and ``record.json``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from distill.augment import Augment
+from distill.stage import load_set
+
+from training.cost import count_flops, masked_flops, param_counts
+from training.data import DataConfig
+from training.keys import canonical
+from training.models import ModelConfig
+from training.stage import (
+    Stage, StageEnv, fresh_model, load_state, register_stage, save_state, state_of, write_json,
+)
+from training.store import Entry
+from training.trainer import TrainConfig, Trainer, TrainState, resolve_device
+
+from .ablations import invert_scores, reinitialize, shuffle_mask
+from .config import PruneConfig
+from .mask import Mask
+from .select import select_topk
+
+ABLATION_SEED_OFFSET = 10_007  # shuffle and reinit draw from seed + this, apart from the init's stream
+
+
+def prune_settings(prune: PruneConfig, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The listed prune fields that differ from their defaults (nested models canonicalised)."""
+    full = canonical(prune)
+    return {f: full[f] for f in fields if f in full}
+
+
+def save_mask(mask: Mask, out: Path) -> None:
+    mask.save(out / "mask.pt")
+    mask.report().to_json(out / "sparsity.json")
+
+
+def load_mask(entry: Entry) -> Mask:
+    return Mask.load(entry.file("mask.pt"))
+
+
+def _finish_mask(mask: Mask, prune: PruneConfig, seed: int, out: Path) -> None:
+    if prune.ablation == "shuffle":
+        mask = shuffle_mask(mask, seed=seed + ABLATION_SEED_OFFSET)
+    save_mask(mask, out)
+
+
+def small_set_augment(strategy: str, input_shape: tuple[int, ...]) -> Augment | None:
+    """DSA augmentation while training on a small set: 'default' for the input kind, 'none', or ops."""
+    if strategy == "none":
+        return None
+    kind = "image" if len(input_shape) == 3 else "signal"
+    return Augment(None if strategy == "default" else strategy, kind=kind)
+
+
+# ----------------------------------------------------------------------------------------- pretrain
+@register_stage
+@dataclass(eq=False)
+class Pretrain(Stage):
+    """Dense training from the seeded init: to the rewind point k only (pruning at init needs theta_k),
+    or to the end (IMP's level 0, one-shot magnitude), snapshotting theta_k on the way.
+
+    ``small_set`` (a stage producing ``set.pt``) trains on a distilled set or subset instead of the
+    real training split, as Distilled Pruning's levels do; ``augment`` is then its DSA strategy.
+    Files: ``init.pt`` (theta_0), ``rewind.pt`` (the training state at k), and with ``until='end'``
+    ``model.pt`` and ``record.json``.
+    """
+
+    name: ClassVar[str] = "pretrain"
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    seed: int
+    rewind_step: int = 0
+    until: Literal["rewind", "end"] = "rewind"
+    small_set: Stage | None = None
+    augment: str = "none"
+
+    def settings(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"data": canonical(self.data), "model": canonical(self.model), "seed": self.seed,
+                             "rewind_step": self.rewind_step, "until": self.until}
+        if self.until == "end" or self.rewind_step > 0:  # training settings matter only if it trains
+            s["train"] = canonical(self.train)
+        if self.small_set is not None:
+            s["augment"] = self.augment
+        return s
+
+    def inputs(self) -> dict[str, Stage]:
+        return {"small_set": self.small_set} if self.small_set is not None else {}
+
+    def trainer(self, env: StageEnv, inputs: dict[str, Entry]) -> Trainer:
+        """The trainer of this run; IMP's levels train with the same one."""
+        real = env.data(self.data)
+        if self.small_set is None:
+            return Trainer(self.train, real, seed=self.seed, log=env.log)
+        small = load_set(inputs["small_set"])
+        return Trainer(self.train, small.as_bundle(real), seed=self.seed, log=env.log,
+                       augment=small_set_augment(self.augment, real.input_shape))
+
+    def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
+        model = fresh_model(env.data(self.data), self.model, self.seed)
+        trainer = self.trainer(env, inputs)
+        if self.rewind_step > trainer.total_steps:
+            raise ValueError(
+                f"prune.rewind_step={self.rewind_step} is beyond training: {self.train.epochs} epochs x "
+                f"{trainer.steps_per_epoch} iterations = {trainer.total_steps}; allowed 0..{trainer.total_steps}"
+            )
+        init = TrainState(0, state_of(model), {})
+        save_state(init.model, out, "init.pt")
+        if self.until == "rewind":
+            if self.rewind_step == 0:
+                save_state(init.to_dict(), out, "rewind.pt")
+                return {"sample_passes": 0}
+            result = trainer.fit(model, start=init, stop_at=self.rewind_step, eval_every_epoch=False)
+            save_state(result.final_state.to_dict(), out, "rewind.pt")
+            return {"sample_passes": result.sample_passes}
+        result = trainer.fit(model, start=init, snapshot_at=self.rewind_step, on_epoch=env.epoch_hook(self))
+        save_state(result.snapshot.to_dict(), out, "rewind.pt")
+        save_state(result.final_state.model, out, "model.pt")
+        write_json(level_record(0, 1.0, result), out, "record.json")
+        return {"sample_passes": result.sample_passes, "wall_time_s": result.wall_time_s}
+
+
+def level_record(level: int, density: float, result) -> dict[str, Any]:
+    """What an IMP level (or any trained search step) reports: its accuracy and what it cost."""
+    return {"level": level, "density": density, "test_accuracy": result.test.accuracy,
+            "val_accuracy": result.val.accuracy if result.val else None,
+            "wall_time_s": result.wall_time_s, "sample_passes": result.sample_passes}
+
+
+# -------------------------------------------------------------------------------------------- IMP
+@register_stage
+@dataclass(eq=False)
+class ImpLevel(Stage):
+    """IMP level L >= 1: prune (1-f)^L of the weights by |theta| of level L-1's trained net, reset the
+    survivors to theta_k (optimizer and schedule resume at k) and train. Every target sparsity of a
+    sweep shares these levels; only the final mask depends on the target (``ImpMask``)."""
+
+    name: ClassVar[str] = "imp_level"
+    level: int
+    previous: Stage  # level L-1, or the pretrain for L = 1
+    pretrain: Pretrain
+    prune: PruneConfig
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("prune_fraction", "scope", "ignore")
+
+    def settings(self) -> dict[str, Any]:
+        return {"level": self.level, **prune_settings(self.prune, self.FIELDS)}
+
+    def inputs(self) -> dict[str, Stage]:
+        # The pretrain's own inputs too: a level trains with the pretrain's trainer (small set included).
+        return {"previous": self.previous, "pretrain": self.pretrain, **self.pretrain.inputs()}
+
+    def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
+        p = self.prune
+        prev, pre = inputs["previous"], inputs["pretrain"]
+        trained = load_state(prev, "model.pt")
+        model = fresh_model(env.data(self.pretrain.data), self.pretrain.model, self.pretrain.seed)
+        current = load_mask(prev) if self.level > 1 else Mask.ones(model, p.ignore)
+        density = (1 - p.prune_fraction) ** self.level
+        mask = select_topk({n: trained[n].abs() for n in current}, density, scope=p.scope, current=current)
+        rewind = TrainState.from_dict(load_state(pre, "rewind.pt"))
+        trainer = self.pretrain.trainer(env, inputs)
+        result = trainer.fit(model, mask=mask, start=rewind, on_epoch=env.epoch_hook(self))
+        save_mask(mask, out)
+        save_state(result.final_state.model, out, "model.pt")
+        write_json(level_record(self.level, mask.density, result), out, "record.json")
+        return {"sample_passes": result.sample_passes, "wall_time_s": result.wall_time_s}
+
+
+@register_stage
+@dataclass(eq=False)
+class ImpMask(Stage):
+    """IMP's final mask at the target density, from the last trained level (or the dense net: one-shot
+    magnitude pruning). The retrain stage trains it, like every other method's mask."""
+
+    name: ClassVar[str] = "imp_mask"
+    source: Stage
+    prune: PruneConfig
+    seed: int
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("sparsity", "scope", "ignore", "ablation")
+
+    def settings(self) -> dict[str, Any]:
+        s = prune_settings(self.prune, self.FIELDS)
+        if self.prune.ablation == "shuffle":
+            s["seed"] = self.seed
+        return s
+
+    def inputs(self) -> dict[str, Stage]:
+        return {"source": self.source}
+
+    def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> None:
+        p = self.prune
+        trained = load_state(inputs["source"], "model.pt")
+        if isinstance(self.source, Pretrain):  # one-shot: nothing pruned yet
+            src = self.source
+            current = Mask.ones(fresh_model(env.data(src.data), src.model, src.seed), p.ignore)
+        else:
+            current = load_mask(inputs["source"])
+        scores = {n: trained[n].abs() for n in current}
+        if p.ablation == "invert":
+            scores = invert_scores(scores, current)
+        _finish_mask(select_topk(scores, p.density, scope=p.scope, current=current), p, self.seed, out)
+
+
+# ---------------------------------------------------------------------------------- pruning at init
+@register_stage
+@dataclass(eq=False)
+class ScoreMask(Stage):
+    """Pruning at (or near) init: score theta_k with a registered scorer, select to the target
+    density under the allocation (iteratively over ``rounds`` where the method does)."""
+
+    name: ClassVar[str] = "mask"
+    method: str
+    start: Pretrain  # until='rewind': theta_k
+    prune: PruneConfig
+    seed: int
+    fields: tuple[str, ...]  # what this method reads (from its registration)
+
+    def settings(self) -> dict[str, Any]:
+        s = {"method": self.method, **prune_settings(self.prune, self.fields)}
+        return {**s, "seed": self.seed}
+
+    def inputs(self) -> dict[str, Stage]:
+        return {"start": self.start}
+
+    def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
+        from .allocation import allocate, layer_shapes
+        from .at_init import prune_at_init
+        from .methods import build_scorer, scoring_batches
+
+        p = self.prune
+        data = env.data(self.start.data)
+        model = fresh_model(data, self.start.model, self.seed)
+        if self.method == "dense":
+            save_mask(Mask.ones(model, p.ignore), out)
+            return {"sample_passes": 0}
+        model.load_state_dict(TrainState.from_dict(load_state(inputs["start"], "rewind.pt")).model)
+        device = resolve_device(self.start.train.device)
+        model.to(device)
+        scorer = build_scorer(self.method, p, self.seed)
+        batches = scoring_batches(data, p.examples_per_class if scorer.needs_data else None, self.seed, device)
+        density = allocate(p.effective_allocation, p.density, layer_shapes(model, p.ignore), p.layer_densities or None)
+        rounds = p.rounds or scorer.default_rounds
+        mask = prune_at_init(model, scorer, density, batches, rounds=rounds, schedule=p.schedule,
+                             scope="global" if p.effective_allocation == "global" else "layerwise", ignore=p.ignore)
+        _finish_mask(mask.cpu(), p, self.seed, out)
+        return {"sample_passes": len(batches.x) * rounds if batches.x is not None else 0}
+
+
+# ---------------------------------------------------------------------------------------- PDP
+@register_stage
+@dataclass(eq=False)
+class PdpMask(Stage):
+    """Train-time pruning: the search is the training run; its hard-masked net is the result."""
+
+    name: ClassVar[str] = "pdp"
+    start: Pretrain  # the init
+    prune: PruneConfig
+    seed: int
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("sparsity", "ignore", "pdp")
+
+    def settings(self) -> dict[str, Any]:
+        return {**prune_settings(self.prune, self.FIELDS), "train": canonical(self.start.train), "seed": self.seed}
+
+    def inputs(self) -> dict[str, Stage]:
+        return {"start": self.start}
+
+    def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
+        from .pdp import run_pdp
+
+        p = self.prune
+        data = env.data(self.start.data)
+        model = fresh_model(data, self.start.model, self.seed)
+        model.load_state_dict(load_state(inputs["start"], "init.pt"))
+        trainer = Trainer(self.start.train, data, seed=self.seed, log=env.log)
+        result = run_pdp(model, trainer, None if p.pdp.structure == "nm" else p.sparsity, p.pdp, ignore=p.ignore,
+                         on_epoch=env.epoch_hook(self))
+        env.log(f"pdp: soft-mask test acc {result.soft_test_accuracy:.4f}, hard-mask {result.test_accuracy:.4f}")
+        save_mask(result.mask, out)
+        save_state(result.trained_state, out, "model.pt")
+        return {"sample_passes": result.sample_passes, "wall_time_s": result.wall_time_s}
+
+
+# ------------------------------------------------------------------------------ retrain, evaluate
+@register_stage
+@dataclass(eq=False)
+class Retrain(Stage):
+    """Rewind the survivors to the start state and train with the mask fixed (every method alike).
+
+    ``start_mode``: 'resume' continues at step k with the optimizer state there (lottery-ticket
+    rewinding); 'weights' keeps step k but a fresh optimizer (the start came from a shorter run);
+    'restart' starts at step 0 (the start came from training on a small set). ``reinit`` (the
+    sanity-check ablation) trains the mask from freshly drawn weights instead.
+    """
+
+    name: ClassVar[str] = "retrain"
+    mask: Stage
+    start: Pretrain
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    seed: int
+    start_mode: Literal["resume", "weights", "restart"] = "resume"
+    reinit: bool = False
+
+    def settings(self) -> dict[str, Any]:
+        s = {"data": canonical(self.data), "model": canonical(self.model), "train": canonical(self.train),
+             "seed": self.seed, "start_mode": self.start_mode}
+        return {**s, "reinit": True} if self.reinit else s
+
+    def inputs(self) -> dict[str, Stage]:
+        return {"mask": self.mask, "start": self.start}
+
+    def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
+        data = env.data(self.data)
+        model = fresh_model(data, self.model, self.seed)
+        mask = load_mask(inputs["mask"])
+        start = TrainState.from_dict(load_state(inputs["start"], "rewind.pt"))
+        if self.start_mode == "weights":
+            start = TrainState(start.step, start.model, {})
+        elif self.start_mode == "restart":
+            start = TrainState(0, start.model, {})
+        if self.reinit:
+            from training.models import create_model
+
+            fresh = reinitialize(lambda: create_model(self.model, data.input_shape, data.num_classes),
+                                 seed=self.seed + ABLATION_SEED_OFFSET)
+            start = TrainState(0, state_of(fresh), {})
+        trainer = Trainer(self.train, data, seed=self.seed, log=env.log)
+        model.load_state_dict(start.model)
+        mask.apply_(model)
+        result = trainer.fit(model, mask=mask, start=start, on_epoch=env.epoch_hook(self))
+        save_state(result.final_state.model, out, "model.pt")
+        write_json(level_record(-1, mask.density, result), out, "record.json")
+        return {"sample_passes": result.sample_passes, "wall_time_s": result.wall_time_s}
+
+
+@register_stage
+@dataclass(eq=False)
+class Evaluate(Stage):
+    """The trial's result: accuracy on the held-out splits, remaining parameters and FLOPs, checked
+    against the mask (a pruned weight that is not zero is a bug, not a result)."""
+
+    name: ClassVar[str] = "evaluate"
+    trained: Stage  # writes model.pt
+    mask: Stage
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig  # only its device and evaluation batch size, neither part of the key
+    seed: int
+
+    def settings(self) -> dict[str, Any]:
+        return {"data": canonical(self.data), "model": canonical(self.model)}
+
+    def inputs(self) -> dict[str, Stage]:
+        return {"trained": self.trained, "mask": self.mask}
+
+    def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> None:
+        data = env.data(self.data)
+        model = fresh_model(data, self.model, self.seed)
+        model.load_state_dict(load_state(inputs["trained"], "model.pt"))
+        mask = load_mask(inputs["mask"])
+        named = dict(model.named_parameters())
+        for name, m in mask.items():
+            if bool((named[name].detach()[~m] != 0).any()):
+                raise AssertionError(f"pruned weights of {name} are non-zero after training")
+        trainer = Trainer(self.train, data, seed=self.seed)
+        model.to(trainer.device)
+        test = trainer.evaluate(model, data.test)
+        val = trainer.evaluate(model, data.val) if len(data.val) else None
+        model.cpu()
+        report = mask.report()
+        params = param_counts(model, mask)
+        write_json({
+            "achieved_sparsity": report.sparsity, "density": report.density,
+            "compression": report.compression if report.kept else None,
+            "kept_params": report.kept, "prunable_params": report.total,
+            "dense_params": params["dense_params"], "remaining_params": params["remaining_params"],
+            "dense_flops": count_flops(model, data.input_shape), "flops": masked_flops(model, mask, data.input_shape),
+            "collapsed": bool(report.collapsed), "collapsed_layers": ",".join(report.collapsed),
+            "test_accuracy": test.accuracy, "test_loss": test.loss,
+            "val_accuracy": val.accuracy if val else None,
+        }, out, "result.json")
+        report.to_json(out / "sparsity.json")
