@@ -67,19 +67,24 @@ def cmd_distill(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
     from distill.evaluate import evaluate_distilled, protocol_train_config
-    from distill.store import ensure_distilled
-    from pruning.mask import atomic_write_text
+    from distill.stage import Distill, load_set
+    from training.io import atomic_write_text
+    from training.stage import StageEnv, materialize
+    from training.store import ArtifactStore
 
     from .tracking import RunLogger, default_tracking_uri, finish_run, start_parent
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ds, path, made = ensure_distilled(real, data_cfg, cfg.distill, out)
+    env = StageEnv.on(ArtifactStore(out / "store"), log=print)
+    env.datasets[data_cfg.model_dump_json()] = real  # already loaded (and checked) above
+    entry = materialize(Distill(data=data_cfg, cfg=cfg.distill), env)
+    ds, path, made = load_set(entry), entry.file("set.pt"), not entry.cached
     print(f"{'made' if made else 'reused'} {path} ({len(ds)} samples, cost {ds.cost.get('wall_time_s', 0):.1f}s, "
           f"{ds.cost.get('sample_passes', 0)} sample passes)")
-    summary = {"path": str(path), "picture": str(path.with_suffix(".png")), "content_hash": ds.content_hash,
-               "samples": len(ds), "recipe": ds.recipe, "cost": ds.cost, "made_now": made}
+    summary = {"path": str(path), "picture": str(entry.file("set.png")), "content_hash": ds.content_hash,
+               "samples": len(ds), "recipe": ds.recipe, "cost": ds.cost, "made_now": made, "stage_key": entry.key}
     if args.eval:
         q = cfg.quality
         print(f"evaluating: {q.nets} fresh nets trained on the set, tested on the real test split")
@@ -98,7 +103,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
                  "distill_sample_passes": float(ds.cost.get("sample_passes", 0)), "samples": len(ds)})
     if "quality" in summary:
         run.metrics({"quality_mean": summary["quality"]["mean"], "quality_std": summary["quality"]["std"]})
-    for p in (path, path.with_suffix(".png"), out / "distill_summary.json"):
+    for p in (path, entry.file("set.png"), out / "distill_summary.json"):
         if p.is_file():
             run.artifact(p)
     finish_run(uri, target.parent_run_id)

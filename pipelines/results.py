@@ -18,7 +18,7 @@ EXTRA = [
     "density", "compression", "kept_params", "prunable_params", "dense_params", "remaining_params",
     "dense_flops", "flops", "collapsed", "collapsed_layers", "levels",
     "search_wall_time_s", "search_sample_passes", "retrain_wall_time_s", "retrain_sample_passes",
-    "test_loss", "trial_key", "slot", "cached", "overrides",
+    "test_loss", "trial_key", "slot", "cached", "overrides", "started_at", "ended_at",
     "small_set_hash", "small_set_method", "small_set_size", "distill_wall_time_s", "distill_sample_passes",
     "distill_shared_by", "distill_amortized_wall_time_s", "distill_amortized_sample_passes",
 ]

@@ -58,7 +58,7 @@ def run_trial(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Materialize the trial's stages and return its result row (metrics, not bookkeeping ids)."""
-    t_start = time.perf_counter()
+    t_start, started_at = time.perf_counter(), time.time()
     env = store if isinstance(store, StageEnv) else StageEnv.on(store, log=log)
     graph = trial_graph(cfg)
     if logger:
@@ -84,6 +84,8 @@ def run_trial(
         "retrain_wall_time_s": _cost([retrain], "wall_time_s") if retrain else 0.0,
         "retrain_sample_passes": _cost([retrain], "sample_passes") if retrain else 0,
         "wall_time_s": time.perf_counter() - t_start,
+        "started_at": started_at,
+        "ended_at": time.time(),
         "trial_key": graph.key,
         **_small_set_columns(entries.get(graph.plan.small_set.key) if graph.plan.small_set else None),
         "cached": evaluate.cached,

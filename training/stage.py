@@ -71,7 +71,7 @@ class StageEnv:
     log: Callable[[str], None] = print
     on_epoch: Callable[["Stage", dict], None] | None = None
     scratch: Path | None = None  # local folder for long stages' resumable checkpoints
-    _data: dict[str, DataBundle] = field(default_factory=dict)
+    datasets: dict[str, DataBundle] = field(default_factory=dict)  # loaded once per process
 
     @classmethod
     def on(cls, store: ArtifactStore, **kwargs: Any) -> "StageEnv":
@@ -82,9 +82,9 @@ class StageEnv:
     def data(self, cfg: DataConfig) -> DataBundle:
         """One load per dataset per process (stages of one trial share it)."""
         key = cfg.model_dump_json()
-        if key not in self._data:
-            self._data[key] = load_dataset(cfg)
-        return self._data[key]
+        if key not in self.datasets:
+            self.datasets[key] = load_dataset(cfg)
+        return self.datasets[key]
 
     def epoch_hook(self, stage: "Stage") -> Callable[[dict], None] | None:
         if self.on_epoch is None:

@@ -1,0 +1,120 @@
+"""A sweep whose driver is SIGKILLed (in the grid phase, then in the Optuna phase) resumes to exactly
+the sweep it would have been: every trial once, nothing finished recomputed, one MLflow parent."""
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipelines.cli import main
+from training.store import ArtifactStore
+
+CONFIG = textwrap.dedent(
+    """
+    name: resumable
+    seed: 0
+    data: {name: digits, val_fraction: 0.15}
+    model: {name: mlp, options: {widths: [32]}}
+    train: {epochs: 3, batch_size: 128, lr: 0.05}
+    prune: {method: imp, sparsity: 0.75}
+    ray: {num_cpus: 2}
+    sweep:
+      max_concurrent_trials: 2
+      grid:
+        - {prune.method: [random, magnitude, imp], prune.sparsity: [0.5, 0.8]}
+      optuna:
+        num_samples: 4
+        sampler: random
+        objectives: [{metric: val_accuracy, mode: max}]
+        fixed: {prune.method: imp}
+        space:
+          prune.sparsity: {type: float, low: 0.3, high: 0.7}
+    """
+)
+
+
+def _finished(out: Path, phase: str) -> dict[str, dict]:
+    records = {}
+    for path in (out / "trials").glob(f"{phase}-*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if "row" in record:
+            records[path.stem] = record
+    return records
+
+
+def _kill_when(cmd: list[str], out: Path, phase: str, at_least: int, timeout: float = 240) -> dict[str, dict]:
+    """Start the driver, SIGKILL it once ``at_least`` trials of ``phase`` ended; return those records."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            done = _finished(out, phase)
+            if len(done) >= at_least:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+                return done
+            assert proc.poll() is None, f"the sweep ended (rc {proc.returncode}) before it could be killed"
+            time.sleep(0.1)
+        raise AssertionError(f"no {at_least} finished {phase} trials within {timeout}s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        time.sleep(2)  # Ray's own processes end with their driver
+
+
+@pytest.mark.slow
+def test_sigkilled_sweep_resumes_without_duplicates_or_recomputation(tmp_path, capsys):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "pipelines.cli"]
+    before_grid = _kill_when(cli + ["run", str(cfg), "--out", str(out)], out, "grid", 2)
+    assert len(before_grid) < 6
+
+    # Running the same sweep again into the same directory says how to resume instead.
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    assert f"prunetune resume {out}" in capsys.readouterr().err
+
+    before_optuna = _kill_when(cli + ["resume", str(out)], out, "optuna", 1)
+    assert len(before_optuna) < 4 and len(_finished(out, "grid")) == 6
+
+    assert main(["resume", str(out)]) == 0
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert sorted(r["slot"] for r in table) == sorted([f"grid-{i}" for i in range(6)] + [f"optuna-{i}" for i in range(4)])
+    assert all(r["status"] == "ok" for r in table), [r["error"] for r in table if r["status"] != "ok"]
+    by_slot = {r["slot"]: r for r in table}
+    for slot, record in {**before_grid, **before_optuna}.items():  # finished before a kill: not run again
+        assert by_slot[slot]["trial_id"] == record["row"]["trial_id"], slot
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    exp = client.get_experiment_by_name("resumable")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("prunetune.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("prunetune.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.info.run_id for c in children) == sorted(r["mlflow_run_id"] for r in table)
+    assert all(c.info.status == "FINISHED" for c in children)
+    for child in children:
+        files = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"mask.pt", "model.pt", "sparsity.json"} <= files, files
+
+    study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{out}/optuna.db")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+    done = collections.Counter((r["stage"], r["key"]) for r in ArtifactStore(out / "store").index()
+                               if r["status"] == "done")
+    assert max(done.values()) == 1, [k for k, n in done.items() if n > 1]
