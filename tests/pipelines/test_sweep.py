@@ -1,5 +1,6 @@
 """A real sweep through Ray Tune (local) with Optuna and MLflow parent/child runs."""
 import textwrap
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -90,17 +91,24 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     # and, finding no CUDA device, train on the CPU.
     text = CONFIG.split("  optuna:")[0].replace(
         "- {prune.method: [random, imp], prune.sparsity: [0.75]}",
-        "- {prune.method: [random], prune.sparsity: [0.75], prune.rewind_step: [0, 100000]}",
+        "- {prune.method: [random], prune.sparsity: [0.75], prune.rewind_step: [0, 100000]}\n"
+        "    - {prune.method: [random], prune.sparsity: [0.75], train.lr: [1.0e+30]}",
     ).replace("ray: {num_cpus: 2}", "ray: {num_cpus: 2, num_gpus: 1}\nresources: {cpu: 1, gpu: 0.5}")
     cfg.write_text(text)
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--out", str(out)]) == 1
     table = pq.read_table(out / "results.parquet").to_pylist()
-    assert len(table) == 3
-    bad = [r for r in table if r["status"] != "ok"]
-    assert len(bad) == 1 and "prune.rewind_step=100000" in bad[0]["error"]
+    assert len(table) == 4
+    bad = sorted((r for r in table if r["status"] != "ok"), key=lambda r: r["error"])
+    assert len(bad) == 2
+    assert "FloatingPointError: training diverged" in bad[0]["error"] and "train.lr" in bad[0]["error"]
+    assert "prune.rewind_step=100000" in bad[1]["error"]
     client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
-    assert client.get_run(bad[0]["mlflow_run_id"]).info.status == "FAILED"
-    assert "1 trial(s) failed" in capsys.readouterr().err
+    for row in bad:
+        run = client.get_run(row["mlflow_run_id"])
+        assert run.info.status == "FAILED" and run.data.tags["error"] == row["error"]
+        trace = client.download_artifacts(row["mlflow_run_id"], "traceback.txt", str(tmp_path))
+        assert "Traceback (most recent call last)" in Path(trace).read_text()
+    assert "2 trial(s) failed" in capsys.readouterr().err
     ok = [r for r in table if r["status"] == "ok"]
     assert all(client.get_run(r["mlflow_run_id"]).data.tags["device"] == "cpu" for r in ok)
