@@ -160,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # outside a sweep's phases (start-up, shut-down): nothing half-written
+        print("\nprunetune: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -362,11 +362,14 @@ def _shared_stages_first(points: list[dict], raw: dict, cfg: ExperimentConfig, s
 
 def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: TrackingTarget, store: ArtifactStore,
                   state: SweepState, echo: Callable[[str], None]) -> None:
-    from search.study import StudySearcher, open_study, remaining_trials
+    from search.study import StudySearcher, open_study, remaining_trials, settle_ended
 
     opt = cfg.sweep.optuna
     metrics = [o.metric for o in opt.objectives]
     study = open_study(state.study_path, state.study_name, [o.mode for o in opt.objectives], opt.sampler, opt.seed)
+    ended = {int(slot.split("-")[1]): r["row"] for slot, r in TrialRecords(out_dir).all().items()
+             if slot.startswith("optuna-") and "row" in r}
+    settle_ended(study, ended, metrics)
     todo = remaining_trials(study, opt.num_samples)
     if todo == 0:
         return

@@ -48,6 +48,29 @@ def remaining_trials(study: optuna.Study, num_samples: int) -> int:
     return max(0, num_samples - finished)
 
 
+def tell(study: optuna.Study, number: int, result: dict | None, metrics: list[str], error: bool = False) -> None:
+    """COMPLETE with every objective, FAIL for an error, PRUNED for a trial without its objectives."""
+    state = optuna.trial.TrialState
+    if error or result is None or result.get("status") == "error":
+        study.tell(number, state=state.FAIL)
+        return
+    values = [result.get(m) for m in metrics]
+    if result.get("status") != "ok" or any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+        study.tell(number, state=state.PRUNED)
+        return
+    study.tell(number, values if len(values) > 1 else values[0])
+
+
+def settle_ended(study: optuna.Study, rows: dict[int, dict], metrics: list[str]) -> int:
+    """Tell the study the trials that ended but were never told (the driver died in between)."""
+    settled = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.number in rows:
+            tell(study, trial.number, rows[trial.number], metrics)
+            settled += 1
+    return settled
+
+
 class StudySearcher(Searcher):
     def __init__(self, study: optuna.Study, space: dict[str, Any], metrics: list[str], num_samples: int) -> None:
         super().__init__(metric=None, mode=None)
@@ -75,17 +98,8 @@ class StudySearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self._live.pop(trial_id, None)
-        if number is None:
-            return
-        state = optuna.trial.TrialState
-        if error or result is None or result.get("status") == "error":
-            self.study.tell(number, state=state.FAIL)
-            return
-        values = [result.get(m) for m in self.metrics]
-        if result.get("status") != "ok" or any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
-            self.study.tell(number, state=state.PRUNED)
-            return
-        self.study.tell(number, values if len(values) > 1 else values[0])
+        if number is not None:
+            tell(self.study, number, result, self.metrics, error)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study in SQLite is the whole state."""

@@ -1,4 +1,5 @@
-"""A sweep whose driver is SIGKILLed (in the grid phase, then in the Optuna phase) resumes to exactly
+"""A sweep whose driver is SIGKILLed (in the grid phase, then in the Optuna phase) or stopped with
+Ctrl-C resumes to exactly
 the sweep it would have been: every trial once, nothing finished recomputed, one MLflow parent."""
 import collections
 import json
@@ -30,7 +31,7 @@ CONFIG = textwrap.dedent(
     sweep:
       max_concurrent_trials: 2
       grid:
-        - {prune.method: [random, magnitude, imp], prune.sparsity: [0.5, 0.8]}
+        - {prune.method: [random, magnitude, imp], prune.sparsity: [0.5, 0.8], seed: [0, 1]}
       optuna:
         num_samples: 4
         sampler: random
@@ -54,17 +55,20 @@ def _finished(out: Path, phase: str) -> dict[str, dict]:
     return records
 
 
-def _kill_when(cmd: list[str], out: Path, phase: str, at_least: int, timeout: float = 240) -> dict[str, dict]:
-    """Start the driver, SIGKILL it once ``at_least`` trials of ``phase`` ended; return those records."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def _kill_when(cmd: list[str], out: Path, phase: str, more: int, sig=signal.SIGKILL,
+               timeout: float = 240) -> tuple[dict[str, dict], subprocess.Popen]:
+    """Start the driver, send it ``sig`` once ``more`` trials of ``phase`` ended than had before; return
+    the finished records."""
+    at_least = len(_finished(out, phase)) + more
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + timeout
     try:
         while time.time() < deadline:
             done = _finished(out, phase)
             if len(done) >= at_least:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(30)
-                return done
+                os.kill(proc.pid, sig)
+                proc.wait(120)
+                return done, proc
             assert proc.poll() is None, f"the sweep ended (rc {proc.returncode}) before it could be killed"
             time.sleep(0.1)
         raise AssertionError(f"no {at_least} finished {phase} trials within {timeout}s")
@@ -81,19 +85,29 @@ def test_sigkilled_sweep_resumes_without_duplicates_or_recomputation(tmp_path, c
     cfg.write_text(CONFIG)
     out = tmp_path / "out"
     cli = [sys.executable, "-m", "pipelines.cli"]
-    before_grid = _kill_when(cli + ["run", str(cfg), "--out", str(out)], out, "grid", 2)
-    assert len(before_grid) < 6
+    _kill_when(cli + ["run", str(cfg), "--out", str(out)], out, "grid", 2)
+    assert len(_finished(out, "grid")) < 12
 
     # Running the same sweep again into the same directory says how to resume instead.
     assert main(["run", str(cfg), "--out", str(out)]) == 2
     assert f"prunetune resume {out}" in capsys.readouterr().err
 
-    before_optuna = _kill_when(cli + ["resume", str(out)], out, "optuna", 1)
-    assert len(before_optuna) < 4 and len(_finished(out, "grid")) == 6
+    # Ctrl-C stops the sweep (the Optuna phase does not start) and says how to resume.
+    interrupted, proc = _kill_when(cli + ["resume", str(out)], out, "grid", 1, signal.SIGINT)
+    assert proc.returncode == 130 and f"prunetune resume {out}" in proc.stderr.read()
+    assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
+    assert not _finished(out, "optuna") and not (out / "optuna.db").exists()
+    time.sleep(1)  # records of trials that ended while the stop was under way
+    before_grid = _finished(out, "grid")
+
+    _kill_when(cli + ["resume", str(out)], out, "optuna", 1)
+    time.sleep(1)
+    before_optuna = _finished(out, "optuna")
+    assert len(before_optuna) < 4 and len(_finished(out, "grid")) == 12
 
     assert main(["resume", str(out)]) == 0
     table = pq.read_table(out / "results.parquet").to_pylist()
-    assert sorted(r["slot"] for r in table) == sorted([f"grid-{i}" for i in range(6)] + [f"optuna-{i}" for i in range(4)])
+    assert sorted(r["slot"] for r in table) == sorted([f"grid-{i}" for i in range(12)] + [f"optuna-{i}" for i in range(4)])
     assert all(r["status"] == "ok" for r in table), [r["error"] for r in table if r["status"] != "ok"]
     by_slot = {r["slot"]: r for r in table}
     for slot, record in {**before_grid, **before_optuna}.items():  # finished before a kill: not run again
