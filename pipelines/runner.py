@@ -281,7 +281,22 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     from search.space import expand_grid
 
     out_dir = out_dir.resolve()
-    state = _begin(cfg, raw, out_dir, config_text, resume)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(
+            address=cfg.ray.address,
+            num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
+            num_gpus=cfg.ray.num_gpus if cfg.ray.address is None else None,
+            include_dashboard=False,
+            log_to_driver=True,
+        )
+    try:  # before anything is written: a request the cluster cannot meet would wait forever
+        _check_cluster(cfg)
+        state = _begin(cfg, raw, out_dir, config_text, resume)
+    except BaseException:
+        if started_ray:
+            ray.shutdown()
+        raise
     target = TrackingTarget(state.tracking_uri, state.experiment_id, state.parent_run_id)
     parent = RunLogger(state.tracking_uri, state.parent_run_id)
     store = store_for(cfg, out_dir)
@@ -289,19 +304,8 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     if state.attempts > 1:
         echo(f"resuming {out_dir} (attempt {state.attempts}): finished trials and stages are reused")
 
-    started_ray = False
     status = "FAILED"
     try:
-        if not ray.is_initialized():
-            ray.init(
-                address=cfg.ray.address,
-                num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
-                num_gpus=cfg.ray.num_gpus if cfg.ray.address is None else None,
-                include_dashboard=False,
-                log_to_driver=True,
-            )
-            started_ray = True
-        _check_cluster(cfg)
         points = expand_grid(cfg.sweep.grid)
         if not points and cfg.sweep.optuna is None:
             points = [{}]  # no sweep section: the config itself is the one trial

@@ -112,3 +112,14 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     assert "2 trial(s) failed" in capsys.readouterr().err
     ok = [r for r in table if r["status"] == "ok"]
     assert all(client.get_run(r["mlflow_run_id"]).data.tags["device"] == "cpu" for r in ok)
+
+
+@pytest.mark.slow
+def test_a_gpu_request_on_a_cluster_without_gpus_fails_before_anything_is_written(tmp_path, capsys):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(CONFIG.split("  optuna:")[0] + "resources: {cpu: 1, stages: {pretrain: {gpu: 1}}}\n")
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "1 GPU" in err and "has 0" in err and "resources.gpu" in err
+    assert not out.exists()
