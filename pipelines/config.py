@@ -6,6 +6,7 @@ grid value that breaks the schema) is found here, before Ray starts or anything 
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,9 @@ class RayConfig(BaseModel):
     num_gpus: int | None = Field(None, ge=0)
 
 
+RESULTS_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
 class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     experiment_name: str | None = None
@@ -86,12 +90,29 @@ class TrackingConfig(BaseModel):
         None, description="also copy results.parquet here through pyarrow.fs (s3://bucket/x.parquet, file:///nfs/...)"
     )
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _not_a_file_store(cls, v: str | None) -> str | None:
+        if v is not None and (v.startswith("file:") or "://" not in v):
+            raise ValueError("MLflow 3.17 refuses its file store; use sqlite:///<absolute path>/mlflow.db "
+                             "or an http(s):// tracking server")
+        return v
+
+    @field_validator("results_uri")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and v.split("://", 1)[0] not in RESULTS_SCHEMES:
+            raise ValueError(f"unknown scheme {v.split('://', 1)[0]!r}; allowed: a plain path or "
+                             + ", ".join(f"{x}://" for x in RESULTS_SCHEMES))
+        return v
+
 
 class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "experiment"
-    seed: int = 0
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+                      description="letters, digits, '.', '_', '-': it names directories and the MLflow experiment")
+    seed: int = Field(0, ge=0)
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -165,7 +186,31 @@ def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
     return raw
 
 
+def _non_finite(node: Any, path: str = "", seen: set[int] | None = None) -> str | None:
+    """The first non-finite number in a raw config (``.inf``/``.nan`` pass pydantic's bounds).
+
+    Containers are visited once each, so YAML aliases repeating one node (an "anchor bomb") cost
+    nothing extra."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return path or "config"
+    if not isinstance(node, (dict, list)):
+        return None
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for k, v in items:
+        found = _non_finite(v, f"{path}.{k}" if path and isinstance(k, str) else f"{path}[{k}]" if path else str(k), seen)
+        if found:
+            return found
+    return None
+
+
 def validate(raw: dict, context: str = "") -> ExperimentConfig:
+    bad = _non_finite(raw)
+    if bad:
+        raise ConfigError(f"invalid config{context}:\n  {bad}: must be a finite number")
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
@@ -173,14 +218,61 @@ def validate(raw: dict, context: str = "") -> ExperimentConfig:
         raise ConfigError(head + format_validation_error(err)) from None
 
 
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 32
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                                  f"(first at line {seen[key]})")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _depth(node: Any, limit: int, level: int = 0, seen: dict[int, int] | None = None) -> int:
+    """Nesting depth, each container visited once (at its shallowest level is enough for a limit)."""
+    if level > limit or not isinstance(node, (dict, list)):
+        return level
+    seen = {} if seen is None else seen
+    if seen.get(id(node), limit + 1) <= level:
+        return level
+    seen[id(node)] = level
+    children = node.values() if isinstance(node, dict) else node
+    return max([level, *(_depth(c, limit, level + 1, seen) for c in children)])
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give the path of a .yaml file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    data = path.read_bytes()
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {len(data)} bytes; a config is at most {MAX_CONFIG_BYTES}")
+    if b"\0" in data:
+        raise ConfigError(f"config file {path} is binary (it holds NUL bytes), not YAML text")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if _depth(raw, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"config file {path} is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)")
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (data, model, ...)")
     return raw

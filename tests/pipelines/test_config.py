@@ -115,3 +115,39 @@ def test_results_table_reaches_shared_storage_through_pyarrow_fs(tmp_path):
     assert pq.read_table(dest).to_pylist()[0]["method"] == "imp"
     copy_to_uri(local, str(tmp_path / "plain" / "results.parquet"))
     assert (tmp_path / "plain" / "results.parquet").is_file()
+
+
+QUICKSTART = open("configs/quickstart.yaml").read()
+BOMB = "a: &a [1,1,1,1,1,1,1,1,1]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdef", "bcdefg"))
+
+
+@pytest.mark.parametrize("content,expected", [
+    (QUICKSTART.replace("seed: 0\n", "seed: 0\nseed: 1\n", 1), "duplicate key 'seed' at line 4 (first at line 3)"),
+    (b"\x00\x01binary", "is binary"),
+    ("name: caf\xe9\n".encode("latin-1"), "is not UTF-8 text (byte 9"),
+    ("a: " + "[" * 200 + "]" * 200, "nested too deeply"),
+    (QUICKSTART.replace("lr: 0.05", "lr: .inf"), "train.lr: must be a finite number"),
+    (QUICKSTART.replace("low: 0.01", "low: .nan"), "sweep.optuna.space.train.lr.low: must be a finite number"),
+    (QUICKSTART.replace("name: quickstart", "name: ../../x"), "name: String should match pattern"),
+    (QUICKSTART.replace("seed: 0\n", "seed: -1\n", 1), "seed: Input should be greater than or equal to 0"),
+    (QUICKSTART + "tracking: {tracking_uri: 'file:///tmp/x'}\n", "refuses its file store; use sqlite:///"),
+    (QUICKSTART + "tracking: {results_uri: 'ftp://h/x.parquet'}\n", "unknown scheme 'ftp'"),
+    (BOMB, "data: Field required"),  # aliases are walked once each: an answer, not a hang
+])
+def test_bad_files_and_values_exit_2_naming_the_problem(tmp_path, capsys, content, expected):
+    from pipelines.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_directory_is_not_a_config(tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["run", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
