@@ -1,13 +1,15 @@
 """A real two-node Ray cluster on this machine (head + second node, token auth, loopback): one sweep's
 stages and trials run on both nodes against one shared store, and nothing runs twice."""
 import collections
+import os
+import subprocess
+import sys
 import textwrap
 
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines.cli import main
 from pipelines.config import trial_config
 from pipelines.trial import trial_graph
 from tests.cluster_fixture import two_node_ray  # noqa: F401  (the fixture)
@@ -36,8 +38,13 @@ def test_a_sweep_spreads_over_two_nodes_with_one_shared_store(tmp_path, two_node
     cfg.write_text(CONFIG)
     out = tmp_path / "out"
     store_dir = tmp_path / "shared-store"  # what an NFS mount is to the nodes of a real cluster
-    assert main(["run", str(cfg), "--out", str(out), "--set", f"ray.address={two_node_ray}",
-                 "--set", f"store.uri={store_dir.as_uri()}"]) == 0
+    # The driver is its own process, as a user's would be: it reads the cluster's token from the
+    # environment the fixture exported (a process that already joined another Ray keeps that token).
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", str(cfg), "--out", str(out),
+         "--set", f"ray.address={two_node_ray}", "--set", f"store.uri={store_dir.as_uri()}"],
+        capture_output=True, text=True, timeout=400, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-3000:]
     table = pq.read_table(out / "results.parquet").to_pylist()
     assert len(table) == 12 and all(r["status"] == "ok" for r in table)
 
