@@ -32,6 +32,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         state = SweepState.load(out_dir)
     except ValueError as exc:
         return _fail(str(exc))
+    if state is not None and state.live_driver():
+        return _fail(f"{out_dir} is being run right now by {state.live_driver()}; wait for it, or stop it first")
     if state is not None and state.status != "finished":
         return _fail(f"{out_dir} holds an unfinished sweep {state.name!r} ({state.status}, attempt {state.attempts}); "
                      f"finish it with:  prunetune resume {out_dir}   (or choose another --out)")
@@ -51,7 +53,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
         raw = read_yaml(out_dir / "config.yaml")
         cfg = validate(raw, context=f" in {out_dir / 'config.yaml'}")
-    except (ConfigError, ValueError) as exc:
+        if state.live_driver():
+            raise ConfigError(f"{out_dir} is being run right now by {state.live_driver()}; wait for it, or stop it first")
+        _preflight(cfg, raw, out_dir)  # the data may have moved since the sweep started
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
     return _sweep(cfg, raw, out_dir, resume=True)
 

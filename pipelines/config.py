@@ -66,6 +66,15 @@ class StoreConfig(BaseModel):
     lease_timeout_s: float = Field(120.0, gt=0, description="a stage whose computing process shows no sign of "
                                    "life for this long is taken over by another")
 
+    @field_validator("uri")
+    @classmethod
+    def _shared_filesystem(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and not v.startswith("file://"):
+            raise ValueError("the stage store needs a filesystem all nodes mount (a path or file:///nfs/...): "
+                             "object stores have no atomic create, and the coordinator that would dedup "
+                             "stages there is not built yet")
+        return v
+
 
 class FailureConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

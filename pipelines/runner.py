@@ -33,6 +33,9 @@ from .tracking import (
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+FINAL_TRAINING_STAGES = ("retrain", "pdp")  # whose epochs are the trial's training curve in MLflow
+
+
 class SweepInterrupted(Exception):
     """The sweep was stopped (Ctrl-C) before every trial ran; ``prunetune resume DIR`` finishes it."""
 
@@ -106,7 +109,10 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
     log = lambda m: print(f"[{slot}] {m}", flush=True)  # noqa: E731
 
     def on_epoch(stage, rec: dict) -> None:  # intermediate results, for schedulers and the live view
-        tune.report({k: v for k, v in rec.items() if isinstance(v, (int, float))} | {"stage": stage.name})
+        values = {k: v for k, v in rec.items() if isinstance(v, (int, float))}
+        if stage.name in FINAL_TRAINING_STAGES:  # the run's own training curve
+            logger.metrics({k: v for k, v in values.items() if k not in ("epoch", "step")}, step=rec["epoch"])
+        tune.report(values | {"stage": stage.name})
 
     try:
         row = run_trial(cfg, StageEnv.on(store, log=log, on_epoch=on_epoch), logger, log=log)
@@ -250,7 +256,11 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
             raise ConfigError(
                 f"{out_dir} holds the sweep {state.name!r} of another config; use a new --out "
                 f"(stage outputs can be shared between sweeps with store.uri)")
+        driver = state.live_driver()
+        if driver:
+            raise ConfigError(f"{out_dir} is being run right now by {driver}; wait for it, or stop it first")
         state.attempts += 1
+        state.claim()
         reopen_parent(state.tracking_uri, state.experiment_id, state.parent_run_id)
         state.status = "running"
         state.save(out_dir)
@@ -270,6 +280,7 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
         parent_run_id=target.parent_run_id, store_uri=store_for(cfg, out_dir).uri,
         study_path=str(out_dir / "optuna.db"), study_name=cfg.name,
     )
+    state.claim()
     state.save(out_dir)
     return state
 
@@ -283,13 +294,17 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     out_dir = out_dir.resolve()
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(
-            address=cfg.ray.address,
-            num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
-            num_gpus=cfg.ray.num_gpus if cfg.ray.address is None else None,
-            include_dashboard=False,
-            log_to_driver=True,
-        )
+        try:
+            ray.init(
+                address=cfg.ray.address,
+                num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
+                num_gpus=cfg.ray.num_gpus if cfg.ray.address is None else None,
+                include_dashboard=False,
+                log_to_driver=True,
+            )
+        except (ConnectionError, RuntimeError) as exc:  # RuntimeError: refused token, GCS unreachable
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"cannot connect to the Ray cluster at ray.address={cfg.ray.address!r}: {reason}") from None
     try:  # before anything is written: a request the cluster cannot meet would wait forever
         _check_cluster(cfg)
         state = _begin(cfg, raw, out_dir, config_text, resume)

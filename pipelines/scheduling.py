@@ -43,11 +43,21 @@ def _materialize_task(stage: Stage, store: ArtifactStore, threads: int) -> dict:
 
 def run_shared_stages(stages: list[Stage], store: ArtifactStore, resources: Callable[[str], tuple[float, float]],
                       echo: Callable[[str], None]) -> list[str]:
-    """Run the stages as Ray tasks, at most as many at once as the cluster fits; returns error lines."""
-    import ray
-
+    """Run the stages as Ray tasks, in ``SHARED_STAGES`` order (a pretrain on a small set must not make
+    that set itself, on its own resources); returns error lines."""
     if not stages:
         return []
+    echo(f"shared stages: {len(stages)} ({', '.join(sorted({s.name for s in stages}))}) as Ray tasks")
+    errors: list[str] = []
+    for name in SHARED_STAGES:
+        errors += _run_wave([s for s in stages if s.name == name], store, resources, echo)
+    return errors
+
+
+def _run_wave(stages: list[Stage], store: ArtifactStore, resources: Callable[[str], tuple[float, float]],
+              echo: Callable[[str], None]) -> list[str]:
+    import ray
+
     remote = ray.remote(_materialize_task)
     pending = {}
     for s in stages:
@@ -55,7 +65,6 @@ def run_shared_stages(stages: list[Stage], store: ArtifactStore, resources: Call
         ref = remote.options(num_cpus=cpu, num_gpus=gpu, max_retries=1, name=f"stage:{s.describe()}").remote(
             s, store, int(cpu))
         pending[ref] = s
-    echo(f"shared stages: {len(stages)} ({', '.join(sorted({s.name for s in stages}))}) as Ray tasks")
     errors, done = [], 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)

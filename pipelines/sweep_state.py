@@ -8,8 +8,10 @@ sweep re-attaches to that run instead of creating a second one, and skips slots 
 from __future__ import annotations
 
 import json
+import os
 import re
-from dataclasses import asdict, dataclass, field
+import socket
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,26 @@ class SweepState:
     study_name: str
     status: str = "running"  # running | interrupted | finished | failed
     attempts: int = 1
-    phases_done: list[str] = field(default_factory=list)
+    driver_host: str = ""
+    driver_pid: int = 0
+
+    def claim(self) -> None:
+        """This process drives the sweep now (a second driver on the same directory is refused)."""
+        self.driver_host, self.driver_pid = socket.gethostname(), os.getpid()
+
+    def live_driver(self) -> str | None:
+        """'host pid N' of a driver that is still running this sweep, if one is."""
+        if self.status != "running" or not self.driver_pid or self.driver_pid == os.getpid():
+            return None
+        if self.driver_host != socket.gethostname():
+            return f"host {self.driver_host} pid {self.driver_pid} (cannot be checked from here)"
+        try:
+            os.kill(self.driver_pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return f"pid {self.driver_pid}"
 
     def save(self, out_dir: Path) -> None:
         atomic_write_text(out_dir / SWEEP_FILE, json.dumps(asdict(self), indent=2))

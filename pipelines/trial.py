@@ -63,9 +63,15 @@ def run_trial(
     graph = trial_graph(cfg)
     if logger:
         logger.tags({"trial_key": graph.key, "device": str(resolve_device(cfg.train.device)),
-                     **{f"stage.{s.name}": s.key for s in graph.stages()}})
+                     **{_tag(s): s.key for s in graph.stages()}})
     evaluate = materialize(graph.evaluate, env)
-    entries = {s.key: env.store.get(s.name, s.key) for s in graph.stages()}
+    # Everything the row and the run read: stored entries are returned as they are; one lost or damaged
+    # since (a killed run, a truncated file) is recomputed rather than failing a finished trial.
+    needed = [graph.plan.mask, graph.trained, *graph.plan.levels, *graph.plan.search]
+    if graph.plan.small_set is not None:
+        needed.append(graph.plan.small_set)
+    entries = {s.key: materialize(s, env) for s in needed}
+    entries[graph.evaluate.key] = evaluate
     result = read_json(evaluate, "result.json")
     levels = [read_json(entries[s.key], "record.json") for s in graph.plan.levels if entries.get(s.key)]
     if graph.plan.levels and not graph.plan.trained:
@@ -97,6 +103,11 @@ def run_trial(
     log(f"{cfg.prune.method} sparsity {row['achieved_sparsity']:.4f}: test acc {row['test_accuracy']:.4f} "
         f"in {row['wall_time_s']:.1f}s" + (" (cached)" if row["cached"] else ""))
     return row
+
+
+def _tag(stage: Stage) -> str:
+    level = getattr(stage, "level", None)
+    return f"stage.{stage.name}" + (f".{level}" if level is not None else "")
 
 
 def _cost(entries: list[Entry | None], field: str) -> float | int | None:

@@ -144,7 +144,8 @@ def _plan_small_set_imp(t: TrialSettings, dcfg: DistillConfig) -> MethodPlan:
     """IMP whose per-level training runs on a small set (Distilled Pruning); survivors are reset to
     theta_k of that run and the retrain stage trains them on the real data from step 0."""
     small = Distill(data=t.data, cfg=dcfg)
-    pretrain = _pretrain(t, "end", train=t.prune.small_train, small_set=small)
+    small_train = t.prune.small_train.model_copy(update={"device": t.train.device})  # one device per trial
+    pretrain = _pretrain(t, "end", train=small_train, small_set=small)
     mask, levels = _imp_chain(t, pretrain, t.prune)
     return MethodPlan(mask, pretrain, "restart", levels=levels, search=list(levels), small_set=small)
 
@@ -157,7 +158,7 @@ def _plan_magnitude(t: TrialSettings) -> MethodPlan:
 
 
 def _plan_dense(t: TrialSettings) -> MethodPlan:
-    start = _pretrain(t, "rewind")
+    start = _pretrain(t, "rewind", rewind_step=0)  # the dense baseline trains its whole run from theta_0
     return MethodPlan(ScoreMask(method="dense", start=start, prune=t.prune, seed=t.seed, fields=("ignore",)), start)
 
 

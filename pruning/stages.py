@@ -31,10 +31,19 @@ from .select import select_topk
 ABLATION_SEED_OFFSET = 10_007  # shuffle and reinit draw from seed + this, apart from the init's stream
 
 
+MASK_ABLATIONS = ("shuffle", "invert")  # the ablations that change a mask (reinit changes the retrain)
+
+
 def prune_settings(prune: PruneConfig, fields: tuple[str, ...]) -> dict[str, Any]:
-    """The listed prune fields that differ from their defaults (nested models canonicalised)."""
+    """The listed prune fields that differ from their defaults (nested models canonicalised).
+
+    ``ablation`` counts only where it changes what the fields feed: a mask stage's key ignores
+    ``reinit``, so the ablation trains the very mask its baseline trains."""
     full = canonical(prune)
-    return {f: full[f] for f in fields if f in full}
+    out = {f: full[f] for f in fields if f in full}
+    if out.get("ablation") not in (None, *MASK_ABLATIONS):
+        del out["ablation"]
+    return out
 
 
 def save_mask(mask: Mask, out: Path) -> None:

@@ -102,3 +102,11 @@ def test_invert_is_refused_where_it_would_do_nothing(method):
     sparsity = 0.0 if method == "dense" else 0.8
     with pytest.raises(ConfigError, match="ablation 'invert' does not apply"):
         trial_config(RAW, {"prune.method": method, "prune.sparsity": sparsity, "prune.ablation": "invert"})
+
+
+def test_reinit_trains_the_very_mask_of_its_baseline():
+    for method in ("px", "imp"):
+        base = trial_graph(trial_config(RAW, {"prune.method": method}))
+        reinit = trial_graph(trial_config(RAW, {"prune.method": method, "prune.ablation": "reinit"}))
+        assert reinit.plan.mask.key == base.plan.mask.key
+        assert reinit.trained.key != base.trained.key

@@ -138,3 +138,19 @@ def test_imp_with_short_search_levels_keeps_the_final_budget(tmp_path):
     assert len(per_level) == 1
     assert row["retrain_sample_passes"] == 3 * per_level.pop()  # final retrain: 3 epochs, levels: 1
     assert row["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_a_finished_trial_whose_upstream_entry_was_damaged_still_reads(tmp_path):
+    cfg = trial_config(RAW, {"prune.method": "imp", "prune.sparsity": 0.5})
+    first = run_trial(cfg, tmp_path)
+    store = ArtifactStore(tmp_path / "store")
+    level = trial_graph(cfg).plan.levels[1]
+    store.get(level.name, level.key).file("mask.pt").write_bytes(b"truncated!")
+    again = run_trial(cfg, tmp_path)
+    assert again["cached"] and again["test_accuracy"] == first["test_accuracy"]
+    assert store.get(level.name, level.key) is not None  # recomputed, verified
+
+
+def test_small_set_levels_train_on_the_trials_device():
+    cfg = trial_config(RAW, {"prune.method": "distilled_imp", "train.device": "cpu", **SMALL})
+    assert trial_graph(cfg).plan.start.train.device == "cpu"
