@@ -1,9 +1,11 @@
-"""The ``distill`` stage: a distilled set (or coreset / random subset) of a dataset, made once per key.
+"""The ``experts`` and ``distill`` stages: MTT's expert trajectories, and a distilled set (or coreset /
+random subset) of a dataset, each made once per key.
 
 Every Distilled Pruning trial of a sweep that asks for the same set reads the one stored ``set.pt``;
 its cost is recorded in the set itself, so it can be reported alone and amortised over the trials
-that share it. Long optimisations checkpoint into the environment's scratch folder and resume there
-(MTT's expert trajectories are kept there too, keyed by their own hash, and shared between sets).
+that share it. MTT sets that differ in anything but their experts (images per class, iterations,
+learning rates) share one ``experts`` stage, which can run on its own resources (a GPU). Long
+optimisations checkpoint into the environment's scratch folder and resume there.
 """
 from __future__ import annotations
 
@@ -16,8 +18,43 @@ from training.keys import canonical
 from training.stage import Stage, StageEnv, register_stage
 from training.store import Entry
 
-from .artifact import DistilledSet, save_picture
-from .methods import DistillConfig, distill_dataset
+from .artifact import DistilledSet, checkpoint_path, save_checkpoint, save_picture
+from .methods import DistillConfig, distill_dataset, network_for, parse_options
+
+# The MTT options that change an expert trajectory (the rest only change how they are matched).
+EXPERT_OPTIONS = ("num_experts", "expert_epochs", "expert_lr", "expert_batch", "expert_momentum",
+                  "expert_weight_decay", "expert_augment")
+
+
+@register_stage
+@dataclass(eq=False)
+class Experts(Stage):
+    name: ClassVar[str] = "experts"
+    data: DataConfig
+    cfg: DistillConfig  # an mtt config: its network, seed and expert options
+
+    def settings(self) -> dict[str, Any]:
+        from .mtt import MTTOptions
+
+        opts = canonical(parse_options(MTTOptions, self.cfg))
+        return {"data": canonical(self.data), "seed": self.cfg.seed,
+                "network": canonical(self.cfg.network) if self.cfg.network is not None else "default",
+                "experts": {k: opts[k] for k in EXPERT_OPTIONS if k in opts}}
+
+    def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
+        from training.trainer import resolve_device
+
+        from .mtt import MTTOptions, expert_buffer_hash, train_experts
+
+        real = env.data(self.data)
+        net, opts = network_for(self.cfg, real), parse_options(MTTOptions, self.cfg)
+        scratch = env.scratch / "experts" if env.scratch is not None else None
+        buffer = train_experts(real, net, opts, self.cfg.seed, resolve_device(self.cfg.device), scratch,
+                               lambda k, m: env.log(f"expert {k + 1}/{opts.num_experts}: {m}"))
+        bhash = expert_buffer_hash(real, net, opts, self.cfg.seed)
+        save_checkpoint(out / "experts.pt", bhash, buffer.state())
+        return {"buffer_hash": bhash, "sample_passes": sum(buffer.sample_passes[:opts.num_experts]),
+                "wall_time_s": sum(buffer.wall_time_s[:opts.num_experts])}
 
 
 @register_stage
@@ -30,15 +67,39 @@ class Distill(Stage):
     def settings(self) -> dict[str, Any]:
         return {"data": canonical(self.data), "distill": canonical(self.cfg)}
 
+    def inputs(self) -> dict[str, Stage]:
+        return {"experts": Experts(data=self.data, cfg=self.cfg)} if self.cfg.method == "mtt" else {}
+
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         cfg = self.cfg
         env.log(f"distilling {cfg.method} at {cfg.ipc} per class ({cfg.iterations} iterations)")
+        if "experts" in inputs:
+            return self._with_experts(env, inputs["experts"], out)
+        return self._distill(env, env.scratch / "distill" if env.scratch is not None else None, out)
+
+    def _with_experts(self, env: StageEnv, experts: Entry, out: Path) -> dict[str, Any]:
+        """MTT finds the stage's trajectories where it keeps its own buffer, and trains none."""
+        import os
+        import shutil
+        import tempfile
+        import uuid
+
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoints = env.scratch / "distill" if env.scratch is not None else Path(tmp)
+            buffer = checkpoint_path(checkpoints, "mtt-experts", experts.meta["buffer_hash"])
+            buffer.parent.mkdir(parents=True, exist_ok=True)
+            partial = buffer.with_name(f".{buffer.name}.{uuid.uuid4().hex}")  # a concurrent set may read it
+            shutil.copyfile(experts.file("experts.pt"), partial)
+            os.replace(partial, buffer)
+            return self._distill(env, checkpoints, out)
+
+    def _distill(self, env: StageEnv, checkpoints: Path | None, out: Path) -> dict[str, Any]:
+        cfg = self.cfg
 
         def progress(it: int, metrics: dict) -> None:
             shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
             env.log(f"distill {cfg.method} iteration {it}/{cfg.iterations} {shown}")
 
-        checkpoints = env.scratch / "distill" if env.scratch is not None else None
         ds = distill_dataset(env.data(self.data), cfg, progress=progress, checkpoint_dir=checkpoints)
         ds.save(out / "set.pt")
         save_picture(ds, out / "set.png")
