@@ -123,3 +123,14 @@ def test_a_gpu_request_on_a_cluster_without_gpus_fails_before_anything_is_writte
     err = capsys.readouterr().err
     assert "1 GPU" in err and "has 0" in err and "resources.gpu" in err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_more_cpus_than_the_local_ray_has_fails_at_once_with_both_numbers(tmp_path, capsys):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(CONFIG.split("  optuna:")[0] + "resources: {cpu: 8}\n")
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "8 CPUs" in err and "has 2" in err and "resources.cpu" in err
+    assert not out.exists()
