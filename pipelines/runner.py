@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,10 +306,14 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         except (ConnectionError, RuntimeError) as exc:  # RuntimeError: refused token, GCS unreachable
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"cannot connect to the Ray cluster at ray.address={cfg.ray.address!r}: {reason}") from None
+    # SIGTERM (a scheduler, `kill`) stops the sweep the way Ctrl-C does, through Tune's SIGINT handling.
+    # Set after ray.init, whose own handler would abort the driver and leave the sweep marked failed.
+    previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
     try:  # before anything is written: a request the cluster cannot meet would wait forever
         _check_cluster(cfg)
         state = _begin(cfg, raw, out_dir, config_text, resume)
     except BaseException:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         if started_ray:
             ray.shutdown()
         raise
@@ -363,6 +368,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         end_running_children(target)
         finish_run(state.tracking_uri, state.parent_run_id, status)
         state.save(out_dir)
+        signal.signal(signal.SIGTERM, previous_sigterm)
         if started_ray:
             ray.shutdown()
     return outcome

@@ -134,3 +134,17 @@ def test_sigkilled_sweep_resumes_without_duplicates_or_recomputation(tmp_path, c
     done = collections.Counter((r["stage"], r["key"]) for r in ArtifactStore(out / "store").index()
                                if r["status"] == "done")
     assert max(done.values()) == 1, [k for k, n in done.items() if n > 1]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(CONFIG.replace("seed: [0, 1]", "seed: [0]"))
+    out = tmp_path / "out"
+    _, proc = _kill_when([sys.executable, "-m", "pipelines.cli", "run", str(cfg), "--out", str(out)],
+                         out, "grid", 1, signal.SIGTERM)
+    assert proc.returncode == 130 and f"prunetune resume {out}" in proc.stderr.read()
+    assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("resumable").experiment_id], max_results=100)
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
