@@ -60,7 +60,9 @@ def _kill_when(cmd: list[str], out: Path, phase: str, more: int, sig=signal.SIGK
     """Start the driver, send it ``sig`` once ``more`` trials of ``phase`` ended than had before; return
     the finished records."""
     at_least = len(_finished(out, phase)) + more
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = (out.parent / f"driver-{time.time_ns()}.log").open("w+")  # a pipe nobody reads would fill and block it
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True)
+    proc.stderr = log
     deadline = time.time() + timeout
     try:
         while time.time() < deadline:
@@ -79,6 +81,18 @@ def _kill_when(cmd: list[str], out: Path, phase: str, more: int, sig=signal.SIGK
         except ProcessLookupError:
             pass
         proc.wait(30)
+        _settle(out, phase)
+
+
+def _settle(out: Path, phase: str, quiet_s: float = 3.0, limit_s: float = 60.0) -> None:
+    """Wait until no trial of the stopped driver ends any more: its Ray workers outlive it briefly and
+    may still finish a trial (which a resume then reuses), and a count taken meanwhile would be stale."""
+    deadline, last, since = time.time() + limit_s, len(_finished(out, phase)), time.time()
+    while time.time() < deadline and time.time() - since < quiet_s:
+        time.sleep(0.3)
+        now = len(_finished(out, phase))
+        if now != last:
+            last, since = now, time.time()
 
 
 @pytest.mark.slow
@@ -96,7 +110,9 @@ def test_sigkilled_sweep_resumes_without_duplicates_or_recomputation(tmp_path, c
 
     # Ctrl-C stops the sweep (the Optuna phase does not start) and says how to resume.
     interrupted, proc = _kill_when(cli + ["resume", str(out)], out, "grid", 1, signal.SIGINT)
-    assert proc.returncode == 130 and f"prunetune resume {out}" in proc.stderr.read()
+    proc.stderr.seek(0)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 130 and f"prunetune resume {out}" in stderr, stderr[-4000:]
     assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
     assert not _finished(out, "optuna") and not (out / "optuna.db").exists()
     time.sleep(1)  # records of trials that ended while the stop was under way
@@ -143,7 +159,9 @@ def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
     out = tmp_path / "out"
     _, proc = _kill_when([sys.executable, "-m", "pipelines.cli", "run", str(cfg), "--out", str(out)],
                          out, "grid", 1, signal.SIGTERM)
-    assert proc.returncode == 130 and f"prunetune resume {out}" in proc.stderr.read()
+    proc.stderr.seek(0)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 130 and f"prunetune resume {out}" in stderr, stderr[-4000:]
     assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
     client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("resumable").experiment_id], max_results=100)
