@@ -145,6 +145,7 @@ def _register(name: str) -> None:
         return _coreset(real, cfg, progress)
 
 
-for _name in ("random", "herding", "kmeans"):
+CORESETS = ("random", "herding", "kmeans")  # they select real samples: ipc per class must exist
+for _name in CORESETS:
     _register(_name)
 del _name

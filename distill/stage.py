@@ -70,6 +70,23 @@ class Distill(Stage):
     def inputs(self) -> dict[str, Stage]:
         return {"experts": Experts(data=self.data, cfg=self.cfg)} if self.cfg.method == "mtt" else {}
 
+    def size(self, num_classes: int) -> int:
+        """Examples in the set: ``ipc`` of every class."""
+        return self.cfg.ipc * num_classes
+
+    def check(self, env: StageEnv) -> None:
+        from .coresets import CORESETS
+
+        cfg = self.cfg
+        real = env.data(self.data)
+        network_for(cfg, real)  # a network that cannot take this data's inputs
+        if cfg.init == "real" or cfg.method in CORESETS:
+            counts = real.train.y.bincount(minlength=real.num_classes).tolist()
+            if min(counts) < cfg.ipc:
+                c = counts.index(min(counts))
+                raise ValueError(f"images per class ipc={cfg.ipc} (prune.distill.ipc for distilled_imp): class {c} of {self.data.name} has only {counts[c]} "
+                                 f"training examples; lower ipc, add data, or use init 'noise' (dm, dc, dsa, mtt)")
+
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         cfg = self.cfg
         env.log(f"distilling {cfg.method} at {cfg.ipc} per class ({cfg.iterations} iterations)")

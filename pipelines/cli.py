@@ -21,22 +21,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     out_dir = Path(args.out or Path("runs") / cfg.name).resolve()
-    try:
-        _preflight(cfg, raw, out_dir)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        return _fail(str(exc))
-
-    from .sweep_state import SweepState
+    from .preflight import preflight
+    from .sweep_state import SweepState, config_hash
 
     try:
         state = SweepState.load(out_dir)
-    except ValueError as exc:
+        preflight(cfg, raw, out_dir)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
     if state is not None and state.live_driver():
         return _fail(f"{out_dir} is being run right now by {state.live_driver()}; wait for it, or stop it first")
     if state is not None and state.status != "finished":
         return _fail(f"{out_dir} holds an unfinished sweep {state.name!r} ({state.status}, attempt {state.attempts}); "
                      f"finish it with:  prunetune resume {out_dir}   (or choose another --out)")
+    if state is not None and state.config_hash != config_hash(raw):
+        return _fail(f"{out_dir} holds the finished sweep {state.name!r} of another config; choose another --out "
+                     "(stage outputs can be shared between sweeps with store.uri)")
     return _sweep(cfg, raw, out_dir, resume=False)
 
 
@@ -55,7 +55,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         cfg = validate(raw, context=f" in {out_dir / 'config.yaml'}")
         if state.live_driver():
             raise ConfigError(f"{out_dir} is being run right now by {state.live_driver()}; wait for it, or stop it first")
-        _preflight(cfg, raw, out_dir)  # the data may have moved since the sweep started
+        from .preflight import preflight
+
+        preflight(cfg, raw, out_dir)  # the data may have moved since the sweep started
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
     return _sweep(cfg, raw, out_dir, resume=True)
@@ -87,30 +89,6 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool) -> int:
         print(f"{sum(r['status'] != 'ok' for r in outcome.rows)} trial(s) failed", file=sys.stderr)
         return 1
     return 0
-
-
-def _preflight(cfg, raw, out_dir: Path) -> None:
-    """Fail before Ray starts if a dataset is missing; resolve data.root to an absolute path."""
-    from search.space import expand_grid
-    from training.data import load_dataset
-
-    from .config import ConfigError, trial_config
-
-    root = Path(cfg.data.root)
-    raw.setdefault("data", {})
-    raw["data"] = {**raw["data"], "root": str(root.resolve())}
-    points = expand_grid(cfg.sweep.grid) or [{}]
-    if cfg.sweep.optuna is not None:
-        points += [dict(cfg.sweep.optuna.fixed)]
-    seen = set()
-    for point in points:
-        data_cfg = trial_config(raw, point).data
-        key = data_cfg.model_dump_json()
-        if key not in seen:
-            seen.add(key)
-            load_dataset(data_cfg)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} exists and is not a directory")
 
 
 def cmd_store(args: argparse.Namespace) -> int:

@@ -298,16 +298,35 @@ def load_experiment(path: str | Path, sets: list[str] = ()) -> tuple[ExperimentC
         raw = apply_override(raw, key, value)
     cfg = validate(raw)
     base = _without_sweep(raw)
-    for i, point in enumerate(expand_grid(cfg.sweep.grid)):
-        validate(apply_overrides(base, point), context=f" in sweep.grid point {i} {point}")
-    if cfg.sweep.optuna is not None:
-        opt = cfg.sweep.optuna
-        fixed = apply_overrides(base, opt.fixed)
-        validate(fixed, context=f" in sweep.optuna.fixed {opt.fixed}")
-        for axis, dist in opt.space.items():
-            for value in dist.endpoints():
-                validate(apply_override(fixed, axis, value), context=f" in sweep.optuna.space.{axis}={value!r}")
+    for where, point in sweep_points(cfg):
+        trial = validate(apply_overrides(base, point), context=f" in {where}")
+        _check_objectives(cfg, trial, where)
     return cfg, raw
+
+
+def sweep_points(cfg: ExperimentConfig) -> list[tuple[str, dict[str, Any]]]:
+    """Every grid point, Optuna's fixed settings, and each search axis at each end of its range (with
+    the fixed settings): the trials that bound what a sweep can produce, each with where it comes from.
+    A config without a sweep section is its own single point."""
+    points = [(f"sweep.grid point {i} {point}", point) for i, point in enumerate(expand_grid(cfg.sweep.grid))]
+    opt = cfg.sweep.optuna
+    if opt is not None:
+        points.append((f"sweep.optuna.fixed {opt.fixed}", dict(opt.fixed)))
+        for axis, dist in opt.space.items():
+            points += [(f"sweep.optuna.space.{axis}={value!r}", {**opt.fixed, axis: value})
+                       for value in dist.endpoints()]
+    return points or [("config", {})]
+
+
+def _check_objectives(cfg: ExperimentConfig, trial: ExperimentConfig, where: str) -> None:
+    """An objective must be measurable in every trial the search can run."""
+    if cfg.sweep.optuna is None or where.startswith("sweep.grid"):
+        return
+    metrics = [o.metric for o in cfg.sweep.optuna.objectives]
+    if "val_accuracy" in metrics and trial.data.val_fraction == 0:
+        raise ConfigError(f"invalid config in {where}:\n  sweep.optuna.objectives: val_accuracy needs a validation "
+                          "split, but data.val_fraction is 0; raise data.val_fraction or optimise test_accuracy "
+                          "(which then selects on the test set)")
 
 
 def _without_sweep(raw: dict) -> dict:

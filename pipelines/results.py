@@ -1,6 +1,7 @@
 """The sweep's result table: one row per trial, Parquet via pyarrow, and a terminal rendering."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -44,10 +45,34 @@ def _clean(v: Any) -> Any:
     return v
 
 
+SHOWN_AS = {"prune.method": "method", "prune.sparsity": "target_sparsity", "seed": "seed"}  # axes with a column
+
+
+def swept_settings(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """One column per swept setting (every grid axis and search parameter, named by its dotted path),
+    so rows that differ only in, say, ``train.lr`` can be told apart. Values of mixed kinds become
+    their JSON text (one Parquet type per column)."""
+    per_row = [json.loads(r["overrides"]) if r.get("overrides") else {} for r in rows]
+    axes = sorted({a for o in per_row for a in o} - set(REQUIRED) - set(EXTRA))
+    columns = {}
+    for axis in axes:
+        values = [o.get(axis) for o in per_row]
+        kinds = {type(v) for v in values if v is not None}
+        if kinds <= {int, float} and kinds != {int, float}:
+            columns[axis] = values
+        elif kinds == {int, float}:
+            columns[axis] = [None if v is None else float(v) for v in values]
+        elif kinds <= {str} or kinds <= {bool}:
+            columns[axis] = values
+        else:
+            columns[axis] = [None if v is None else json.dumps(v) for v in values]
+    return columns
+
+
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:
     columns = REQUIRED + EXTRA
     data = {c: [_clean(r.get(c)) for r in rows] for c in columns}
-    return pa.table(data)
+    return pa.table({**data, **swept_settings(rows)})
 
 
 def write_results(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -82,18 +107,27 @@ def copy_to_uri(path: Path, uri: str) -> str:
 
 def render(rows: list[dict[str, Any]]) -> str:
     cols = [("phase", "phase"), ("method", "method"), ("target_sparsity", "target"),
-            ("achieved_sparsity", "achieved"), ("seed", "seed"), ("val_accuracy", "val_acc"),
-            ("test_accuracy", "test_acc"), ("status", "status"), ("wall_time_s", "time_s")]
+            ("achieved_sparsity", "achieved"), ("seed", "seed")]
+    swept = {a: v for a, v in swept_settings(rows).items() if a not in SHOWN_AS}
+    cols += [(a, a) for a in swept]
+    cols += [("val_accuracy", "val_acc"), ("test_accuracy", "test_acc"), ("status", "status"), ("wall_time_s", "time_s")]
+    rows = [{**r, **{a: v[i] for a, v in swept.items()}} for i, r in enumerate(rows)]
 
     def fmt(v: Any) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "-"
         if isinstance(v, float):
-            return f"{v:.4f}"
+            return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3g}"
         return str(v)
 
-    ordered = sorted(rows, key=lambda r: (str(r.get("phase")), str(r.get("method")),
-                                          r.get("target_sparsity") or 0.0, r.get("seed") or 0))
+    def sortable(v: Any) -> tuple:
+        return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+
+    def order(r: dict[str, Any]) -> tuple:
+        return (str(r.get("phase")), str(r.get("method")), r.get("target_sparsity") or 0.0, r.get("seed") or 0,
+                *(sortable(r.get(a)) for a in swept))
+
+    ordered = sorted(rows, key=order)
     table = [[h for _, h in cols]] + [[fmt(r.get(k)) for k, _ in cols] for r in ordered]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table]

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from training.identity import content_hash
 from training.store import ArtifactStore
 
 from .config import ConfigError, ExperimentConfig, trial_config
 from .results import amortize_distillation, copy_to_uri, write_results
-from .sweep_state import SweepState, TrialRecords
+from .sweep_state import SweepState, TrialRecords, config_hash
 from .tracking import (
     RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, reopen_parent, start_parent,
 )
@@ -51,10 +50,6 @@ class SweepOutcome:
     @property
     def ok(self) -> bool:
         return all(r["status"] == "ok" for r in self.rows)
-
-
-def config_hash(raw: dict) -> str:
-    return content_hash(raw)
 
 
 def store_for(cfg: ExperimentConfig, out_dir: Path) -> ArtifactStore:

@@ -15,9 +15,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from training.identity import content_hash
 from training.io import atomic_write_text
 
 SWEEP_FILE = "sweep.json"
+
+
+def config_hash(raw: dict) -> str:
+    """Which config a sweep directory belongs to (``data.root`` already resolved)."""
+    return content_hash(raw)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from training.stage import (
     Stage, StageEnv, fresh_model, load_state, register_stage, save_state, state_of, write_json,
 )
 from training.store import Entry
-from training.trainer import TrainConfig, Trainer, TrainState, resolve_device
+from training.trainer import TrainConfig, Trainer, TrainState, resolve_device, steps_per_epoch
 
 from .ablations import invert_scores, reinitialize, shuffle_mask
 from .config import PruneConfig
@@ -113,14 +113,24 @@ class Pretrain(Stage):
         return Trainer(self.train, small.as_bundle(real), seed=self.seed, log=env.log,
                        augment=small_set_augment(self.augment, real.input_shape))
 
+    def _check_rewind(self, examples: int) -> None:
+        per_epoch = steps_per_epoch(examples, self.train.batch_size)
+        total = self.train.epochs * per_epoch
+        if self.rewind_step > total:
+            raise ValueError(
+                f"prune.rewind_step={self.rewind_step} is beyond training: {self.train.epochs} epochs x "
+                f"{per_epoch} iterations = {total}; allowed 0..{total}"
+            )
+
+    def check(self, env: StageEnv) -> None:
+        data = env.data(self.data)
+        fresh_model(data, self.model, self.seed)  # a model that cannot take this data's inputs
+        self._check_rewind(self.small_set.size(data.num_classes) if self.small_set is not None else len(data.train))
+
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         model = fresh_model(env.data(self.data), self.model, self.seed)
         trainer = self.trainer(env, inputs)
-        if self.rewind_step > trainer.total_steps:
-            raise ValueError(
-                f"prune.rewind_step={self.rewind_step} is beyond training: {self.train.epochs} epochs x "
-                f"{trainer.steps_per_epoch} iterations = {trainer.total_steps}; allowed 0..{trainer.total_steps}"
-            )
+        self._check_rewind(len(trainer.data.train))
         init = TrainState(0, state_of(model), {})
         save_state(init.model, out, "init.pt")
         if self.until == "rewind":
@@ -206,6 +216,10 @@ class ImpMask(Stage):
     def inputs(self) -> dict[str, Stage]:
         return {"source": self.source}
 
+    def check(self, env: StageEnv) -> None:
+        src = self.source if isinstance(self.source, Pretrain) else self.source.pretrain
+        Mask.ones(fresh_model(env.data(src.data), src.model, src.seed), self.prune.ignore)
+
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> None:
         p = self.prune
         trained = load_state(inputs["source"], "model.pt")
@@ -240,6 +254,25 @@ class ScoreMask(Stage):
 
     def inputs(self) -> dict[str, Stage]:
         return {"start": self.start}
+
+    def check(self, env: StageEnv) -> None:
+        from .allocation import allocate, layer_shapes
+        from .scorers import SCORERS
+
+        p = self.prune
+        data = env.data(self.start.data)
+        shapes = layer_shapes(fresh_model(data, self.start.model, self.seed), p.ignore)
+        if self.method != "dense":
+            try:
+                allocate(p.effective_allocation, p.density, shapes, p.layer_densities or None)
+            except ValueError as exc:
+                raise ValueError(f"prune.allocation {p.effective_allocation!r}: {exc}") from None
+            if SCORERS.get(self.method).needs_data:
+                counts = data.train.y.bincount(minlength=data.num_classes).tolist()
+                if min(counts) < p.examples_per_class:
+                    c = counts.index(min(counts))
+                    raise ValueError(f"prune.examples_per_class={p.examples_per_class}: class {c} has only "
+                                     f"{counts[c]} training examples; lower it or add data")
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         from .allocation import allocate, layer_shapes
@@ -283,6 +316,9 @@ class PdpMask(Stage):
 
     def inputs(self) -> dict[str, Stage]:
         return {"start": self.start}
+
+    def check(self, env: StageEnv) -> None:
+        Mask.ones(fresh_model(env.data(self.start.data), self.start.model, self.seed), self.prune.ignore)
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         from .pdp import run_pdp

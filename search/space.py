@@ -6,7 +6,7 @@ against the experiment schema before Ray starts.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +25,8 @@ class FloatRange(BaseModel):
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.log and self.low <= 0:
             raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("a log range cannot have a step (Optuna samples it continuously)")
         return self
 
     def endpoints(self) -> list[Any]:
@@ -48,6 +50,10 @@ class IntRange(BaseModel):
     def _ordered(self) -> "IntRange":
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low < 1:
+            raise ValueError(f"a log range needs low >= 1, got {self.low}")
+        if self.log and self.step != 1:
+            raise ValueError("a log range cannot have a step other than 1")
         return self
 
     def endpoints(self) -> list[Any]:
@@ -73,7 +79,7 @@ class Categorical(BaseModel):
         return optuna.distributions.CategoricalDistribution(self.choices)
 
 
-Distribution = Union[FloatRange, IntRange, Categorical]
+Distribution = Annotated[Union[FloatRange, IntRange, Categorical], Field(discriminator="type")]
 
 
 class Objective(BaseModel):

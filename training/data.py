@@ -166,12 +166,18 @@ def _digits(cfg: DataConfig) -> DataBundle:
     return _assemble("digits", cfg, train, test, num_classes=10, gen=gen)
 
 
+MNIST1D_MIN_SAMPLES = 10
+
+
 @DATASETS.register("mnist1d")
 def _mnist1d(cfg: DataConfig) -> DataBundle:
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
     if cfg.num_samples is not None:
+        if cfg.num_samples < MNIST1D_MIN_SAMPLES:  # mnist1d fails on fewer with a numpy stacking error
+            raise ValueError(f"data.num_samples={cfg.num_samples}: mnist1d generates samples in rounds of its "
+                             f"10 classes, so it needs at least {MNIST1D_MIN_SAMPLES}")
         args.num_samples = cfg.num_samples
     args.seed = cfg.split_seed
     # make_dataset reseeds Python's and NumPy's global RNGs; restore them so loading data does not

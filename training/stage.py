@@ -51,6 +51,10 @@ class Stage:
         """Write the artifact's files into ``out``; return cost metadata (sample_passes, ...)."""
         raise NotImplementedError
 
+    def check(self, env: "StageEnv") -> None:
+        """Raise ``ValueError`` for what ``run`` would reject, from the data and a fresh model only
+        (no training), so a sweep's pre-flight finds it before any trial starts."""
+
     @cached_property
     def key(self) -> str:
         return stage_key(self.name, self.version, self.settings(), [s.key for s in self.inputs().values()])

@@ -49,6 +49,11 @@ class TrainConfig(BaseModel):
         return self
 
 
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    """Iterations per epoch (the last batch may be short): what a rewind step is counted in."""
+    return math.ceil(examples / batch_size)
+
+
 def resolve_device(choice: str = "auto") -> torch.device:
     """The CUDA device Ray assigned this trial (it sets CUDA_VISIBLE_DEVICES), else the CPU."""
     if choice == "cpu":
@@ -137,7 +142,7 @@ class Trainer:
     # --- schedule -------------------------------------------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.data.train) / self.cfg.batch_size)
+        return steps_per_epoch(len(self.data.train), self.cfg.batch_size)
 
     @property
     def total_steps(self) -> int:

@@ -1,0 +1,106 @@
+"""The sweep's pre-flight: what a trial or a stage would reject, found on the driver before Ray starts
+or anything is written.
+
+The schema (``pipelines.config``) catches what one config can get wrong on its own. What needs the
+data or a model (a rewind step beyond training, a layer name the model lacks, more images per class
+than a class has, a model that cannot take the data's inputs) is asked of each stage of every trial
+the sweep can produce, through ``Stage.check``, so the rule lives beside the code that would fail.
+Then what lies outside the config: the output directory and the tracking server.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .config import ConfigError, ExperimentConfig, sweep_points, trial_config
+
+SERVER_TIMEOUT_S = 3.0
+
+
+def preflight(cfg: ExperimentConfig, raw: dict, out_dir: Path) -> None:
+    """Raise ``ConfigError`` naming the field (and the sweep point) for the first problem found.
+
+    Resolves ``data.root`` in ``raw`` to an absolute path, since Tune runs trials in other directories."""
+    raw.setdefault("data", {})
+    raw["data"] = {**raw["data"], "root": str(Path(cfg.data.root).resolve())}
+    check_output_dir(out_dir)
+    check_search_space(cfg)
+    check_tracking_server(cfg.tracking.tracking_uri)
+    check_trials(cfg, raw)
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """The output directory can be created and written (a read-only mount, a file in the way)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a directory")
+    probe_in = out_dir
+    while not probe_in.exists():
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise ConfigError(f"--out {out_dir}: {probe_in} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".prunetune-probe-")
+    except OSError as exc:
+        raise ConfigError(f"--out {out_dir}: cannot write in {probe_in} ({exc.strerror}); "
+                          "choose a writable output directory with --out") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_search_space(cfg: ExperimentConfig) -> None:
+    """Every search range is a distribution Optuna accepts (its own checks, not a copy of them)."""
+    if cfg.sweep.optuna is None:
+        return
+    for axis, dist in cfg.sweep.optuna.space.items():
+        try:
+            dist.to_optuna()
+        except ValueError as exc:
+            raise ConfigError(f"invalid config:\n  sweep.optuna.space.{axis}: {exc}") from None
+
+
+def check_tracking_server(uri: str | None) -> None:
+    """An http(s) tracking server answers within seconds (MLflow itself would retry for minutes)."""
+    if not uri or not uri.startswith(("http://", "https://")):
+        return
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=SERVER_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"tracking.tracking_uri {uri}: no server answers at {parts.hostname}:{port} within "
+                          f"{SERVER_TIMEOUT_S:g} s ({reason}); start it, or leave tracking_uri unset for a "
+                          "local sqlite store in the output directory") from None
+
+
+def check_trials(cfg: ExperimentConfig, raw: dict) -> None:
+    """Load each distinct dataset once and ask each distinct stage of every bounding trial to check
+    itself; the message names the sweep point the failing trial comes from."""
+    from training.data import DatasetNotFoundError
+    from training.stage import StageEnv
+
+    from .trial import trial_graph
+
+    env = StageEnv(store=None)  # checks read data and build models; they never touch the store
+    checked: set[str] = set()
+    for where, point in sweep_points(cfg):
+        trial = trial_config(raw, point)
+        try:
+            env.data(trial.data)
+        except DatasetNotFoundError as exc:
+            raise ConfigError(f"data.root: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"data ({where}): {exc}") from None
+        for stage in trial_graph(trial).stages():
+            if stage.key in checked:
+                continue
+            try:
+                stage.check(env)
+            except (ValueError, KeyError) as exc:
+                text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+                raise ConfigError(f"{where}: {text}") from None
+            checked.add(stage.key)
