@@ -55,6 +55,20 @@ def _finished(out: Path, phase: str) -> dict[str, dict]:
     return records
 
 
+def _session_pids(sid: int) -> set[int]:
+    """Processes in session ``sid`` (the driver's, started with ``start_new_session``): the driver, the
+    Ray it started (GCS, raylet, workers) and anything they spawned, unless they left the session."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields after the name: state, ppid, pgrp, session
+            pids.add(int(stat.parent.name))
+    return pids
+
+
 def _kill_when(cmd: list[str], out: Path, phase: str, more: int, sig=signal.SIGKILL,
                timeout: float = 240) -> tuple[dict[str, dict], subprocess.Popen]:
     """Start the driver, send it ``sig`` once ``more`` trials of ``phase`` ended than had before; return
@@ -68,8 +82,14 @@ def _kill_when(cmd: list[str], out: Path, phase: str, more: int, sig=signal.SIGK
         while time.time() < deadline:
             done = _finished(out, phase)
             if len(done) >= at_least:
+                proc.session_before = _session_pids(proc.pid)
                 os.kill(proc.pid, sig)
                 proc.wait(120)
+                if sig != signal.SIGKILL:  # a stopped driver stops what it started
+                    until = time.time() + 30
+                    while _session_pids(proc.pid) and time.time() < until:
+                        time.sleep(0.2)
+                    proc.left_behind = _session_pids(proc.pid)
                 return done, proc
             assert proc.poll() is None, f"the sweep ended (rc {proc.returncode}) before it could be killed"
             time.sleep(0.1)
@@ -115,6 +135,7 @@ def test_sigkilled_sweep_resumes_without_duplicates_or_recomputation(tmp_path, c
     assert proc.returncode == 130 and f"prunetune resume {out}" in stderr, stderr[-4000:]
     assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
     assert not _finished(out, "optuna") and not (out / "optuna.db").exists()
+    assert len(proc.session_before) > 2 and not proc.left_behind, (proc.session_before, proc.left_behind)
     time.sleep(1)  # records of trials that ended while the stop was under way
     before_grid = _finished(out, "grid")
 
@@ -163,6 +184,7 @@ def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
     stderr = proc.stderr.read()
     assert proc.returncode == 130 and f"prunetune resume {out}" in stderr, stderr[-4000:]
     assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
+    assert len(proc.session_before) > 2 and not proc.left_behind, (proc.session_before, proc.left_behind)
     client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("resumable").experiment_id], max_results=100)
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]

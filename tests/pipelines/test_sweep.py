@@ -28,6 +28,7 @@ CONFIG = textwrap.dedent(
         fixed: {prune.method: magnitude}
         space:
           prune.sparsity: {type: float, low: 0.3, high: 0.6}
+          train.lr: {type: float, low: 0.02, high: 0.1, log: true}
     """
 )
 
@@ -59,6 +60,10 @@ def test_sweep_runs_trials_through_ray_and_tracks_them(tmp_path, capsys):
             assert row[col] is not None, col
     optuna_rows = [r for r in table if r["phase"] == "optuna"]
     assert all(r["method"] == "magnitude" and 0.3 <= r["target_sparsity"] <= 0.6 for r in optuna_rows)
+    # Every swept setting is a column (named by its path), in the table and on the screen.
+    assert all(0.02 <= r["train.lr"] <= 0.1 for r in optuna_rows)
+    assert all(r["train.lr"] is None and r["prune.method"] == r["method"] for r in table if r["phase"] == "grid")
+    assert "train.lr" in printed.splitlines()[[i for i, line in enumerate(printed.splitlines()) if "val_acc" in line][0]]
     imp = next(r for r in table if r["method"] == "imp")
     assert imp["levels"] == 7  # 0.8**6 > 0.25 > 0.8**7: six trained levels, the seventh is the retrain
 

@@ -1,0 +1,94 @@
+"""What a trial or stage would reject is refused before Ray starts: exit 2, the field and the sweep
+point named, nothing written (issue: the classes that used to fail only inside a trial)."""
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+import ray
+
+from pipelines.cli import main
+from pipelines.results import render, to_table
+
+BASE = textwrap.dedent(
+    """
+    name: t
+    data: {name: digits}
+    model: {name: mlp, options: {widths: [16]}}
+    train: {epochs: 1, batch_size: 64}
+    prune: {method: magnitude, sparsity: 0.5}
+    """
+)
+
+
+def _refused(tmp_path, capsys, text, *fragments, out=None):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    out = out or tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert "Traceback" not in err
+    assert not out.exists() and not ray.is_initialized()
+    return err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("text, fragments", [
+    # digits: 1294 training examples at batch 64 -> 21 iterations per epoch
+    (BASE.replace("method: magnitude", "method: imp, rewind_step: 500"),
+     ["prune.rewind_step=500 is beyond training", "allowed 0..21"]),
+    (BASE.replace("method: magnitude", "method: imp") + "sweep: {grid: {prune.rewind_step: [0, 5, 40]}}\n",
+     ["sweep.grid point 2", "prune.rewind_step=40"]),
+    (BASE.replace("sparsity: 0.5", "sparsity: 0.5, ignore: [layers.9.weight]"),
+     ["prune.ignore names ['layers.9.weight']", "layers.0.weight"]),
+    (BASE.replace("method: magnitude", "method: random, allocation: explicit, layer_densities: {x.weight: 0.5}"),
+     ["prune.allocation 'explicit'", "x.weight"]),
+    (BASE.replace("method: magnitude", "method: snip, examples_per_class: 500"),
+     ["prune.examples_per_class=500", "training examples"]),
+    (BASE.replace("method: magnitude", "method: distilled_imp, distill: {method: random, ipc: 400}"),
+     ["ipc=400", "prune.distill.ipc"]),
+    (BASE.replace("name: mlp, options: {widths: [16]}", "name: conv1d"), ["conv1d expects input_shape (C, L)"]),
+    (BASE.replace("name: digits", "name: mnist1d, num_samples: 8"), ["data.num_samples=8", "at least 10"]),
+    (BASE.replace("name: digits", "name: cifar10, root: /nonexistent/cifar"), ["data.root", "/nonexistent/cifar"]),
+    (BASE.replace("name: digits", "name: digits, val_fraction: 0")
+     + "sweep: {optuna: {space: {prune.sparsity: {type: float, low: 0.3, high: 0.6}}}}\n",
+     ["sweep.optuna.objectives: val_accuracy needs a validation split", "data.val_fraction"]),
+    (BASE + "sweep: {optuna: {space: {prune.rewind_step: {type: int, low: 0, high: 4, log: true}}}}\n",
+     ["sweep.optuna.space.prune.rewind_step", "low >= 1"]),
+    (BASE + "sweep: {optuna: {space: {train.lr: {type: float, low: 0.01, high: 0.1, log: true, step: 0.01}}}}\n",
+     ["sweep.optuna.space.train.lr", "cannot have a step"]),
+    (BASE + "sweep: {optuna: {fixed: {prune.method: imp}, space: {prune.rewind_step: {type: int, low: 0, high: 99}}}}\n",
+     ["sweep.optuna.space.prune.rewind_step=99", "beyond training"]),
+])
+def test_what_a_trial_would_reject_is_refused_up_front(tmp_path, capsys, text, fragments):
+    _refused(tmp_path, capsys, text, *fragments)
+
+
+def test_an_unreachable_tracking_server_is_refused_within_seconds(tmp_path, capsys):
+    uri = f"http://127.0.0.1:{_free_port()}"
+    _refused(tmp_path, capsys, BASE + f"tracking: {{tracking_uri: '{uri}'}}\n", "tracking.tracking_uri", "no server answers")
+
+
+def test_an_unwritable_output_directory_is_refused(tmp_path, capsys):
+    (tmp_path / "blocker").write_text("a file where a directory would go")
+    _refused(tmp_path, capsys, BASE, "is not a directory", out=tmp_path / "blocker" / "out")
+    # /proc refuses new files even to root, for whom a chmod'ed directory stays writable
+    _refused(tmp_path, capsys, BASE, "--out /proc/prunetune-out: cannot write in /proc",
+             out=Path("/proc/prunetune-out"))
+
+
+def test_swept_settings_are_columns_of_the_table_and_the_printout():
+    rows = [{"phase": "grid", "method": "magnitude", "target_sparsity": 0.5, "seed": 0, "status": "ok",
+             "overrides": f'{{"prune.method": "magnitude", "train.lr": {lr}}}'} for lr in (0.1, 0.01)]
+    table = to_table(rows)
+    assert table.column("train.lr").to_pylist() == [0.1, 0.01]
+    printed = render(rows).splitlines()
+    assert "train.lr" in printed[0]
+    assert printed[2].split()[-5] == "0.0100" and printed[3].split()[-5] == "0.1000"  # told apart, in order
