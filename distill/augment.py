@@ -36,6 +36,8 @@ from typing import Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
+from .config import AUGMENT_OPS
+
 __all__ = ["Augment", "IMAGE_STRATEGY", "SIGNAL_STRATEGY", "default_augment"]
 
 IMAGE_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -173,6 +175,9 @@ SIGNAL_OPS: dict[str, Op] = {
     "scale": _amplitude,
     "noise": _noise,
 }
+
+if tuple(IMAGE_OPS) != AUGMENT_OPS["image"] or tuple(SIGNAL_OPS) != AUGMENT_OPS["signal"]:
+    raise ImportError("distill.augment's ops differ from distill.config.AUGMENT_OPS: declare every op there")
 
 
 # --------------------------------------------------------------------------------------------- public

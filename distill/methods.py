@@ -36,6 +36,7 @@ from training.models import ModelConfig, create_model
 from training.registry import Registry
 
 from .artifact import DistilledSet, checkpoint_path, data_fingerprint
+from .config import DEFAULT_LR_IMAGES, DISTILL_METHODS, DistillConfig  # noqa: F401 (re-exported)
 from .augment import IMAGE_STRATEGY, SIGNAL_STRATEGY, Augment
 
 __all__ = [
@@ -72,7 +73,7 @@ class Distiller(Protocol):
     ) -> DistilledSet: ...
 
 
-DISTILLERS: Registry[Distiller] = Registry("distillation method")
+DISTILLERS: Registry[Distiller] = Registry("distillation method", declared=DISTILL_METHODS)
 
 # Optional method modules -> the method names they register; import failures are kept per module.
 _OPTIONAL_MODULES: dict[str, tuple[str, ...]] = {"dc": ("dc", "dsa"), "mtt": ("mtt",)}
@@ -83,7 +84,8 @@ def method_names() -> list[str]:
     return DISTILLERS.names()
 
 
-def _check_method_available(name: str) -> None:
+def check_method_available(name: str) -> None:
+    """A declared method whose module failed to import says why (the schema only knows the names)."""
     if name in DISTILLERS:
         return
     for module, names in _OPTIONAL_MODULES.items():
@@ -93,54 +95,6 @@ def _check_method_available(name: str) -> None:
                 f"({type(_IMPORT_ERRORS[module]).__name__}: {_IMPORT_ERRORS[module]})"
             ) from _IMPORT_ERRORS[module]
     raise ValueError(f"unknown distillation method {name!r}; allowed: {', '.join(method_names())}")
-
-
-# DM (Zhao & Bilen 2023): 1; DC/DSA (Zhao et al. 2021): 0.1; MTT (Cazenavette et al. 2022): 100-1000.
-DEFAULT_LR_IMAGES = {"dm": 1.0, "dc": 0.1, "dsa": 0.1, "mtt": 100.0}
-
-
-class DistillConfig(BaseModel):
-    """One distillation run. Fields a method does not use are ignored by it (coresets ignore the lrs).
-
-    ``network`` defaults to the input kind's network: ``convnet`` (ConvNet-3, instance norm, width 128)
-    for (C, H, W) images and ``conv1d`` for (C, L) signals. ``augment`` is a DSA strategy string
-    (``distill.augment``), ``"default"`` for the input kind's default, or ``"none"``.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    NON_RESULT: ClassVar[frozenset[str]] = frozenset({"device", "checkpoint_every", "progress_every"})
-
-    method: str
-    ipc: int = Field(10, ge=1, description="synthetic samples per class")
-    iterations: int = Field(1000, ge=0)
-    lr_images: float | None = Field(
-        None, gt=0, description="SGD lr on the synthetic inputs; default per method (dm 1, dc/dsa 0.1, mtt 100)"
-    )
-    momentum: float = Field(0.5, ge=0, lt=1)
-    batch_real: int = Field(256, ge=1, description="real samples per class per matching step")
-    network: ModelConfig | None = None
-    init: Literal["real", "noise"] = "real"
-    augment: str = "default"
-    augment_mode: Literal["single", "all"] = "single"
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    checkpoint_every: int = Field(100, ge=0, description="iterations between checkpoints; 0 = never")
-    progress_every: int = Field(50, ge=1)
-    options: dict[str, Any] = Field(default_factory=dict, description="method-specific, validated by the method")
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, name: str) -> str:
-        _check_method_available(name)
-        return name
-
-    @pydantic.model_validator(mode="after")
-    def _method_lr(self) -> "DistillConfig":
-        """The papers' pixel learning rates differ by three orders of magnitude; one default for all
-        would make DC diverge or MTT crawl."""
-        if self.lr_images is None:
-            self.lr_images = DEFAULT_LR_IMAGES.get(self.method, 1.0)
-        return self
 
 
 # ------------------------------------------------------------------------------------------ identity
@@ -302,7 +256,7 @@ def distill_dataset(
 ) -> DistilledSet:
     """Run ``cfg.method`` on ``real``; the result's ``cost.wall_time_s`` covers this call when the method
     did not measure it itself."""
-    _check_method_available(cfg.method)
+    check_method_available(cfg.method)
     t0 = time.perf_counter()
     ds = DISTILLERS.get(cfg.method)(real, cfg, progress, Path(checkpoint_dir) if checkpoint_dir else None)
     ds.cost.setdefault("wall_time_s", time.perf_counter() - t0)

@@ -15,13 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pruning.config import PruneConfig
 from search.space import SweepConfig, expand_grid
-from training.data import DataConfig
-from training.models import ModelConfig
-from training.trainer import TrainConfig
+from training.settings import DataConfig, ModelConfig, TrainConfig
 
 
 class ConfigError(ValueError):
     """A config problem, already phrased for the user (field path, bad value, what is allowed)."""
+
+
+SHARED_STAGES = ("experts", "distill", "pretrain")  # run as Ray tasks of their own, in this order
 
 
 class StageResources(BaseModel):
@@ -42,8 +43,6 @@ class Resources(BaseModel):
     @field_validator("stages")
     @classmethod
     def _known_stages(cls, v: dict) -> dict:
-        from pipelines.scheduling import SHARED_STAGES
-
         unknown = sorted(set(v) - set(SHARED_STAGES))
         if unknown:
             raise ValueError(f"no shared stage named {unknown}; allowed: {', '.join(SHARED_STAGES)}")

@@ -12,10 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distill.methods import DistillConfig
-from training.data import DataConfig
-from training.models import ModelConfig
-from training.trainer import TrainConfig
+from distill.config import DistillConfig
+from training.settings import DataConfig, ModelConfig, TrainConfig
 
 
 class QualityConfig(BaseModel):

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 from training.stage import Stage, StageEnv, materialize
 from training.store import ArtifactStore
 
-SHARED_STAGES = ("experts", "distill", "pretrain")  # in the order they feed each other
+from .config import SHARED_STAGES  # in the order they feed each other
 
 
 def _trains(stage: Stage) -> bool:

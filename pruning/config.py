@@ -1,14 +1,55 @@
-"""Typed pruning settings shared by the CLI, the sweep and the mask-search stage."""
+"""Typed pruning settings shared by the CLI, the sweep and the mask-search stage; no torch imported,
+so a config is checked in a fraction of a second (see ``training.settings``)."""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from distill.methods import DistillConfig
-from training.trainer import TrainConfig
+from distill.config import DistillConfig, check_augment_strategy
+from training.settings import TrainConfig
 
-from .pdp import PDPConfig
+ALL_ABLATIONS = frozenset({"shuffle", "reinit", "invert"})
+IMP_ABLATIONS = frozenset({"shuffle", "reinit"})  # no scores to invert in an iterative search
+
+# Every method a config may name, with the sanity-check ablations that apply to it. ``pruning.methods``
+# registers each plan, and ``pruning.scorers`` each pruning-at-init scorer, against these names.
+METHOD_ABLATIONS: dict[str, frozenset[str]] = {
+    "dense": frozenset(), "pdp": frozenset(),
+    "imp": IMP_ABLATIONS, "distilled_imp": IMP_ABLATIONS, "imp_subset": IMP_ABLATIONS,
+    "magnitude": ALL_ABLATIONS, "random": ALL_ABLATIONS, "snip": ALL_ABLATIONS, "grasp": ALL_ABLATIONS,
+    "synflow": ALL_ABLATIONS, "px": ALL_ABLATIONS,
+}
+
+
+def method_names() -> list[str]:
+    return sorted(METHOD_ABLATIONS)
+
+
+Structure = Literal["unstructured", "nm", "channel"]
+
+
+class PDPConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tau: float = Field(1e-4, gt=0, description="soft-mask temperature (units of w^2, or of t^2 if relative)")
+    tau_mode: Literal["absolute", "relative"] = "absolute"
+    epsilon: float = Field(0.015, gt=0, le=1, description="ramp increment of the target per epoch")
+    warmup_fraction: float = Field(0.16, ge=0, lt=1, description="dense epochs s = round(f * epochs)")
+    ramp_end_fraction: float = Field(
+        0.8, gt=0, le=1, description="the ramp reaches the full target by this fraction of the epochs"
+    )
+    structure: Structure = "unstructured"
+    n: int = Field(2, ge=1, description="N of N:M (kept per group)")
+    m: int = Field(4, ge=2, description="M of N:M (group size)")
+
+    @model_validator(mode="after")
+    def _check_nm(self) -> "PDPConfig":
+        if self.n >= self.m:
+            raise ValueError(f"N:M needs n < m, got {self.n}:{self.m}")
+        return self
+
+
 
 
 def _small_set_training() -> TrainConfig:
@@ -66,34 +107,18 @@ class PruneConfig(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        from .methods import method_names  # late: the registry imports this module
-
-        if v not in method_names():
+        if v not in METHOD_ABLATIONS:
             raise ValueError(f"unknown method {v!r}; allowed: {', '.join(method_names())}")
         return v
 
-    @field_validator("small_augment")
-    @classmethod
-    def _known_ops(cls, v: str) -> str:
-        from distill.augment import IMAGE_OPS, SIGNAL_OPS
-
-        if v not in ("default", "none"):
-            unknown = [op for op in v.split("_") if op not in IMAGE_OPS and op not in SIGNAL_OPS]
-            if unknown:
-                raise ValueError(
-                    f"unknown augmentation op(s) {unknown}; allowed: 'default', 'none', or ops joined by '_' "
-                    f"from {sorted(set(IMAGE_OPS) | set(SIGNAL_OPS))}"
-                )
-        return v
+    _small_augment = field_validator("small_augment")(classmethod(lambda cls, v: check_augment_strategy(v)))
 
     @model_validator(mode="after")
     def _options_fit_method(self) -> "PruneConfig":
         if (self.allocation == "explicit") != bool(self.layer_densities):
             raise ValueError("layer_densities is required by, and only used with, allocation 'explicit'")
         if self.ablation != "none":
-            from .methods import allowed_ablations  # late: the registry imports this module
-
-            allowed = allowed_ablations(self)
+            allowed = METHOD_ABLATIONS[self.method]
             if self.ablation not in allowed:
                 raise ValueError(
                     f"ablation {self.ablation!r} does not apply to method {self.method!r}; allowed for it: "

@@ -22,12 +22,11 @@ from training.stage import Stage
 from training.trainer import TrainConfig
 
 from .ablations import InvertedScorer
-from .config import PruneConfig
+from .config import METHOD_ABLATIONS, PruneConfig, method_names  # noqa: F401 (method_names re-exported)
 from .imp import level_densities
 from .scorers import SCORERS, Scorer, ScoringBatches
 from .stages import ImpLevel, ImpMask, PdpMask, Pretrain, ScoreMask, small_set_augment  # noqa: F401
 
-ALL_ABLATIONS = frozenset({"shuffle", "reinit", "invert"})
 # What every pruning-at-init mask reads besides its scorer's own options.
 AT_INIT_FIELDS = ("sparsity", "scope", "ignore", "allocation", "layer_densities", "rounds", "schedule", "ablation")
 
@@ -61,13 +60,16 @@ class MethodPlan:
 class MethodSpec:
     name: str
     plan: Callable[[TrialSettings], MethodPlan]
-    ablations: Callable[[PruneConfig], frozenset[str]] = lambda p: frozenset()
     needs_data: bool = False  # scores with training examples
+
+    def ablations(self, prune: PruneConfig) -> frozenset[str]:
+        """The sanity-check ablations that change this method's result (declared in ``pruning.config``)."""
+        return METHOD_ABLATIONS[self.name]
     trains: bool = False  # train-time pruning: its training is the final one
     small_set: bool = False  # searches on a distilled set or subset
 
 
-METHODS: Registry[MethodSpec] = Registry("pruning method")
+METHODS: Registry[MethodSpec] = Registry("pruning method", declared=METHOD_ABLATIONS)
 
 
 def register(spec: MethodSpec) -> MethodSpec:
@@ -75,8 +77,6 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-def method_names() -> list[str]:
-    return sorted(set(METHODS.names()) | set(SCORERS.names()))
 
 
 def get_method(name: str) -> MethodSpec:
@@ -85,12 +85,12 @@ def get_method(name: str) -> MethodSpec:
         return METHODS.get(name)
     if name in SCORERS:
         cls = SCORERS.get(name)
-        return MethodSpec(name, lambda t: _plan_at_init(t, name), lambda p: ALL_ABLATIONS, needs_data=cls.needs_data)
+        return MethodSpec(name, lambda t: _plan_at_init(t, name), needs_data=cls.needs_data)
     raise KeyError(f"unknown pruning method {name!r}; allowed: {', '.join(method_names())}")
 
 
 def allowed_ablations(prune: PruneConfig) -> frozenset[str]:
-    return get_method(prune.method).ablations(prune)
+    return METHOD_ABLATIONS[prune.method]
 
 
 def plan_method(t: TrialSettings) -> MethodPlan:
@@ -167,15 +167,12 @@ def _plan_pdp(t: TrialSettings) -> MethodPlan:
     return MethodPlan(mask, None, search=[mask])
 
 
-_IMP_ABLATIONS = frozenset({"shuffle", "reinit"})  # no scores to invert in an iterative search
 register(MethodSpec("dense", _plan_dense))
-register(MethodSpec("imp", _plan_imp, lambda p: _IMP_ABLATIONS))
-register(MethodSpec("magnitude", _plan_magnitude, lambda p: ALL_ABLATIONS))
+register(MethodSpec("imp", _plan_imp))
+register(MethodSpec("magnitude", _plan_magnitude))
 register(MethodSpec("pdp", _plan_pdp, trains=True))
-register(MethodSpec("distilled_imp", lambda t: _plan_small_set_imp(t, t.prune.distill), lambda p: _IMP_ABLATIONS,
-                    small_set=True))
-register(MethodSpec("imp_subset", lambda t: _plan_small_set_imp(t, subset_config(t.prune.distill)),
-                    lambda p: _IMP_ABLATIONS, small_set=True))
+register(MethodSpec("distilled_imp", lambda t: _plan_small_set_imp(t, t.prune.distill), small_set=True))
+register(MethodSpec("imp_subset", lambda t: _plan_small_set_imp(t, subset_config(t.prune.distill)), small_set=True))
 
 
 # ---------------------------------------------------------------------------------------- scoring

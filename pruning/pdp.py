@@ -65,12 +65,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn.utils import parametrize
 
 from training.trainer import Trainer
 
+from .config import PDPConfig, Structure  # noqa: F401 (re-exported)
 from .mask import PRUNABLE_TYPES, Mask, SparsityReport, prunable_parameters
 from .select import kept_count, select_topk
 
@@ -85,29 +85,7 @@ __all__ = [
     "ramp_fraction",
 ]
 
-Structure = Literal["unstructured", "nm", "channel"]
 _MIN_TAU = 1e-30
-
-
-class PDPConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    tau: float = Field(1e-4, gt=0, description="soft-mask temperature (units of w^2, or of t^2 if relative)")
-    tau_mode: Literal["absolute", "relative"] = "absolute"
-    epsilon: float = Field(0.015, gt=0, le=1, description="ramp increment of the target per epoch")
-    warmup_fraction: float = Field(0.16, ge=0, lt=1, description="dense epochs s = round(f * epochs)")
-    ramp_end_fraction: float = Field(
-        0.8, gt=0, le=1, description="the ramp reaches the full target by this fraction of the epochs"
-    )
-    structure: Structure = "unstructured"
-    n: int = Field(2, ge=1, description="N of N:M (kept per group)")
-    m: int = Field(4, ge=2, description="M of N:M (group size)")
-
-    @model_validator(mode="after")
-    def _check_nm(self) -> "PDPConfig":
-        if self.n >= self.m:
-            raise ValueError(f"N:M needs n < m, got {self.n}:{self.m}")
-        return self
 
 
 @dataclass

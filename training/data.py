@@ -10,17 +10,17 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Callable
+from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torchvision import datasets, transforms
 
 from training.registry import Registry
+from training.settings import DATASET_NAMES, DataConfig  # noqa: F401 (re-exported)
 
 Loader = Callable[["DataConfig"], "DataBundle"]
-DATASETS: Registry[Loader] = Registry("dataset")
+DATASETS: Registry[Loader] = Registry("dataset", declared=DATASET_NAMES)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -29,27 +29,6 @@ class DatasetNotFoundError(FileNotFoundError):
 
 def dataset_names() -> list[str]:
     return DATASETS.names()
-
-
-class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    NON_RESULT: ClassVar[frozenset[str]] = frozenset({"root", "download"})  # where, not what
-
-    name: str
-    root: str = "data"
-    download: bool = False
-    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
-    num_samples: int | None = Field(None, gt=0)
-    max_train_samples: int | None = Field(None, gt=0)
-    split_seed: int = 0
-
-    @field_validator("name")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        if name not in DATASETS:
-            raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(dataset_names())}")
-        return name
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,16 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
-import pydantic
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from training.registry import Registry
+from training.settings import (  # noqa: F401 (re-exported: the options live with the settings)
+    MODEL_OPTIONS, TV_PREFIX, Conv1dOptions, ConvNetOptions, MLPOptions, ModelConfig, ModelOptions, ResNetOptions,
+    TorchvisionOptions, VGGOptions, options_class, torchvision_names,
+)
 
 __all__ = [
     "MODELS",
@@ -51,28 +53,25 @@ __all__ = [
     "torchvision_model_names",
 ]
 
-TV_PREFIX = "tv:"
 InputShape = tuple[int, ...]
-
-
-class _Options(BaseModel):
-    """Base for per-model options: unknown keys are errors, so a typo in a sweep config fails fast."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    options_cls: type[_Options]
+    options_cls: type[ModelOptions]
     build: Callable[[Any, InputShape, int], nn.Module]
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def register_model(name: str, options_cls: type[_Options]) -> Callable[[Callable], Callable]:
+def register_model(name: str) -> Callable[[Callable], Callable]:
+    """The builder of a model declared in ``training.settings.MODEL_OPTIONS`` (its options come from there)."""
+    if name not in MODEL_OPTIONS:
+        raise ValueError(f"model {name!r} is not declared in training.settings.MODEL_OPTIONS")
+
     def deco(build: Callable[[Any, InputShape, int], nn.Module]) -> Callable:
-        MODELS.register(name)(ModelEntry(options_cls, build))
+        MODELS.register(name)(ModelEntry(MODEL_OPTIONS[name], build))
         return build
 
     return deco
@@ -84,76 +83,14 @@ def model_names() -> list[str]:
 
 
 def torchvision_model_names() -> list[str]:
-    return list(_torchvision_names())
-
-
-@functools.lru_cache(maxsize=1)
-def _torchvision_names() -> tuple[str, ...]:
-    import torchvision  # heavy import, only paid when a tv: model is asked for
-
-    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
-
-
-# --------------------------------------------------------------------------------------------- config
-def _unknown_name_message(name: str) -> str:
-    return (
-        f"unknown model {name!r}; allowed: {', '.join(model_names())}, "
-        f"or '{TV_PREFIX}<name>' for a torchvision classification model"
-    )
+    return list(torchvision_names())
 
 
 def _entry_for(name: str) -> ModelEntry:
+    options = options_class(name)  # an unknown name: the schema's own message
     if name.startswith(TV_PREFIX):
-        tv_name = name[len(TV_PREFIX):]
-        allowed = _torchvision_names()
-        if tv_name not in allowed:
-            raise ValueError(
-                f"unknown torchvision classification model {tv_name!r} in {name!r}; "
-                f"allowed after '{TV_PREFIX}': {', '.join(allowed)}"
-            )
-        return ModelEntry(TorchvisionOptions, functools.partial(_build_torchvision, tv_name))
-    if name not in MODELS:
-        raise ValueError(_unknown_name_message(name))
+        return ModelEntry(options, functools.partial(_build_torchvision, name[len(TV_PREFIX):]))
     return MODELS.get(name)
-
-
-def _parse_options(entry: ModelEntry, name: str, options: dict[str, Any]) -> _Options:
-    try:
-        return entry.options_cls.model_validate(options)
-    except pydantic.ValidationError as err:
-        problems = "; ".join(
-            f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
-        raise ValueError(f"invalid options for model {name!r}: {problems}") from None
-
-
-class ModelConfig(BaseModel):
-    """Which architecture to build; ``options`` is checked against that model's own Options class.
-
-    After validation ``options`` holds the full option set with defaults filled in, so two configs that
-    build the same network compare (and hash, once dumped) equal.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _validate_options(self) -> "ModelConfig":
-        parsed = _parse_options(_entry_for(self.name), self.name, self.options)
-        self.options = parsed.model_dump(mode="json")
-        return self
-
-    def key_settings(self) -> dict[str, Any]:
-        """The name and the options that differ from that model's defaults (see ``training.keys``)."""
-        from .keys import canonical
-
-        opts = canonical(self.parsed_options())
-        return {"name": self.name, **({"options": opts} if opts else {})}
-
-    def parsed_options(self) -> _Options:
-        return _parse_options(_entry_for(self.name), self.name, self.options)
 
 
 def create_model(
@@ -217,10 +154,6 @@ class _Classifier(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- mlp
-class MLPOptions(_Options):
-    widths: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [300, 100])
-
-
 class MLP(_Classifier):
     """LeNet-300-100: the dense baseline of the original lottery-ticket experiments."""
 
@@ -238,18 +171,12 @@ class MLP(_Classifier):
         return self.layers(x.flatten(1))
 
 
-@register_model("mlp", MLPOptions)
+@register_model("mlp")
 def _build_mlp(opts: MLPOptions, shape: InputShape, num_classes: int) -> nn.Module:
     return _openlth_init(MLP(math.prod(shape), opts.widths, num_classes))
 
 
 # --------------------------------------------------------------------------------------------- conv1d
-class Conv1dOptions(_Options):
-    width: int = Field(32, ge=1)
-    depth: int = Field(3, ge=1)
-    kernel_size: int = Field(5, ge=1)
-
-
 class Conv1dNet(_Classifier):
     """1-D CNN for MNIST-1D: strided convs halve the length while it is >= 8, keeping position info for fc.
 
@@ -277,7 +204,7 @@ class Conv1dNet(_Classifier):
         return self.layers(x).flatten(1)
 
 
-@register_model("conv1d", Conv1dOptions)
+@register_model("conv1d")
 def _build_conv1d(opts: Conv1dOptions, shape: InputShape, num_classes: int) -> nn.Module:
     if len(shape) != 2:
         raise ValueError(f"conv1d expects input_shape (C, L), got {shape}")
@@ -286,12 +213,6 @@ def _build_conv1d(opts: Conv1dOptions, shape: InputShape, num_classes: int) -> n
 
 
 # --------------------------------------------------------------------------------------------- convnet
-class ConvNetOptions(_Options):
-    depth: int = Field(3, ge=1)
-    width: int = Field(128, ge=1)
-    norm: Literal["instance", "batch", "none"] = "instance"
-
-
 class ConvNet(_Classifier):
     """ConvNet-D of the dataset-distillation literature (Zhao & Bilen), the network DM/DC/MTT distil with.
 
@@ -322,17 +243,13 @@ class ConvNet(_Classifier):
         return self.features(x).flatten(1)
 
 
-@register_model("convnet", ConvNetOptions)
+@register_model("convnet")
 def _build_convnet(opts: ConvNetOptions, shape: InputShape, num_classes: int) -> nn.Module:
     c, h, w = _require_image("convnet", shape)
     return _openlth_init(ConvNet(c, (h, w), opts.width, opts.depth, opts.norm, num_classes))
 
 
 # --------------------------------------------------------------------------------------------- resnet
-class ResNetOptions(_Options):
-    width: int = Field(16, ge=1, description="stage-1 width; stages use width, 2*width, 4*width")
-
-
 class BasicBlock(nn.Module):
     def __init__(self, f_in: int, f_out: int, downsample: bool) -> None:
         super().__init__()
@@ -394,7 +311,7 @@ def _resnet_builder(depth: int) -> Callable[[ResNetOptions, InputShape, int], nn
 
 
 for _depth in (20, 56):
-    register_model(f"resnet{_depth}", ResNetOptions)(_resnet_builder(_depth))
+    register_model(f"resnet{_depth}")(_resnet_builder(_depth))
 del _depth
 
 
@@ -403,10 +320,6 @@ VGG_PLANS: dict[str, list[int | str]] = {
     "vgg11_bn": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
     "vgg16_bn": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
 }
-
-
-class VGGOptions(_Options):
-    width: int = Field(64, ge=1, description="first-layer width; the plan's widths scale by width/64")
 
 
 class ConvBNReLU(nn.Module):
@@ -458,27 +371,11 @@ def _vgg_builder(name: str) -> Callable[[VGGOptions, InputShape, int], nn.Module
 
 
 for _name in VGG_PLANS:
-    register_model(_name, VGGOptions)(_vgg_builder(_name))
+    register_model(_name)(_vgg_builder(_name))
 del _name
 
 
 # --------------------------------------------------------------------------------------------- torchvision
-_FORBIDDEN_TV_KWARGS = frozenset({"weights", "weights_backbone", "num_classes", "progress"})
-
-
-class TorchvisionOptions(_Options):
-    """Extra keyword arguments for ``torchvision.models.get_model`` (e.g. ``image_size`` for ViT)."""
-
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _no_weights(self) -> "TorchvisionOptions":
-        bad = sorted(_FORBIDDEN_TV_KWARGS & set(self.kwargs))
-        if bad:
-            raise ValueError(f"kwargs may not set {bad}: models start untrained, num_classes comes from data")
-        return self
-
-
 class ChannelAdapter(nn.Module):
     """Feeds a C-channel input to a net whose stem expects 3 channels.
 

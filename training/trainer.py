@@ -9,44 +9,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from .data import DataBundle, Split
-
-
-class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    NON_RESULT: ClassVar[frozenset[str]] = frozenset({"eval_batch_size", "device"})
-
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["constant", "multistep", "cosine"] = "cosine"
-    milestones: list[float] = Field(default_factory=list, description="epochs at which multistep decays")
-    gamma: float = Field(0.1, gt=0, le=1)
-    warmup_iterations: int = Field(0, ge=0)
-    augment: Literal["none", "flip_crop"] = "none"
-    eval_batch_size: int = Field(1024, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU")
-
-    @model_validator(mode="after")
-    def _milestones_in_range(self) -> "TrainConfig":
-        for m in self.milestones:
-            if not 0 < m < self.epochs:
-                raise ValueError(f"milestones must lie strictly between 0 and epochs={self.epochs}, got {m}")
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
-            raise ValueError("nesterov requires optimizer 'sgd' with momentum > 0")
-        return self
+from .settings import TrainConfig  # noqa: F401 (re-exported)
 
 
 def steps_per_epoch(examples: int, batch_size: int) -> int:

@@ -9,6 +9,7 @@ from torch import nn
 
 from training.registry import Registry
 
+from ..config import METHOD_ABLATIONS
 from ..mask import Mask
 
 
@@ -56,4 +57,4 @@ class Scorer:
         raise NotImplementedError
 
 
-SCORERS: Registry[type[Scorer]] = Registry("pruning scorer")
+SCORERS: Registry[type[Scorer]] = Registry("pruning scorer", declared=METHOD_ABLATIONS)

@@ -1,0 +1,48 @@
+"""The settings modules import no torch, and every name they declare has an implementation (and no
+implementation goes undeclared: registering one raises)."""
+import subprocess
+import sys
+
+import pytest
+
+from training.registry import Registry
+
+
+def test_every_declared_name_is_implemented():
+    from distill.config import DISTILL_METHODS
+    from distill.methods import DISTILLERS
+    from pruning.config import method_names
+    from pruning.methods import METHODS
+    from pruning.scorers import SCORERS
+    from training.data import DATASETS
+    from training.models import MODELS
+    from training.settings import DATASET_NAMES, MODEL_OPTIONS
+
+    assert sorted(DATASETS.names()) == sorted(DATASET_NAMES)
+    assert sorted(MODELS.names()) == sorted(MODEL_OPTIONS)
+    assert all(MODELS.get(n).options_cls is MODEL_OPTIONS[n] for n in MODEL_OPTIONS)
+    assert sorted(set(METHODS.names()) | set(SCORERS.names())) == method_names()
+    assert sorted(DISTILLERS.names()) == sorted(DISTILL_METHODS)
+
+
+def test_an_undeclared_registration_is_refused():
+    reg = Registry("thing", declared=("a",))
+    reg.register("a")(object())
+    with pytest.raises(ValueError, match="'b' is registered but not declared"):
+        reg.register("b")
+
+
+def test_validating_a_config_imports_neither_torch_nor_ray(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(open("configs/quickstart.yaml").read().replace("sparsity: 0.9", "sparsity: 1.9"))
+    code = (
+        "import sys\n"
+        "from pipelines.cli import main\n"
+        "from pipelines.config import load_experiment\n"
+        "load_experiment('configs/quickstart.yaml')\n"
+        f"assert main(['run', {str(bad)!r}, '--out', {str(tmp_path / 'out')!r}]) == 2\n"
+        "heavy = [m for m in ('torch', 'ray', 'torchvision', 'mlflow', 'optuna') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,188 @@
+"""The settings every stage reads (data, model, training), as pydantic models that import no torch.
+
+A config is validated against these before anything heavy is imported, so a typo is reported in a
+fraction of a second. The names a config may use are declared here (``DATASET_NAMES``,
+``MODEL_OPTIONS``); ``training.data`` and ``training.models`` register their loaders and builders
+against these declarations, and refuse one that is not declared.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, ClassVar, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# ------------------------------------------------------------------------------------------- data
+DATASET_NAMES = ("digits", "mnist1d", "fake", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn")
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    NON_RESULT: ClassVar[frozenset[str]] = frozenset({"root", "download"})  # where, not what
+
+    name: str
+    root: str = "data"
+    download: bool = False
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    num_samples: int | None = Field(None, gt=0)
+    max_train_samples: int | None = Field(None, gt=0)
+    split_seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in DATASET_NAMES:
+            raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(DATASET_NAMES))}")
+        return name
+
+
+
+# ------------------------------------------------------------------------------------------ model
+TV_PREFIX = "tv:"
+
+
+class ModelOptions(BaseModel):
+    """Base for per-model options: unknown keys are errors, so a typo in a sweep config fails fast."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MLPOptions(ModelOptions):
+    widths: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [300, 100])
+
+
+class Conv1dOptions(ModelOptions):
+    width: int = Field(32, ge=1)
+    depth: int = Field(3, ge=1)
+    kernel_size: int = Field(5, ge=1)
+
+
+class ConvNetOptions(ModelOptions):
+    depth: int = Field(3, ge=1)
+    width: int = Field(128, ge=1)
+    norm: Literal["instance", "batch", "none"] = "instance"
+
+
+class ResNetOptions(ModelOptions):
+    width: int = Field(16, ge=1, description="stage-1 width; stages use width, 2*width, 4*width")
+
+
+class VGGOptions(ModelOptions):
+    width: int = Field(64, ge=1, description="first-layer width; the plan's widths scale by width/64")
+
+
+_FORBIDDEN_TV_KWARGS = frozenset({"weights", "weights_backbone", "num_classes", "progress"})
+
+
+class TorchvisionOptions(ModelOptions):
+    """Extra keyword arguments for ``torchvision.models.get_model`` (e.g. ``image_size`` for ViT)."""
+
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _no_weights(self) -> "TorchvisionOptions":
+        bad = sorted(_FORBIDDEN_TV_KWARGS & set(self.kwargs))
+        if bad:
+            raise ValueError(f"kwargs may not set {bad}: models start untrained, num_classes comes from data")
+        return self
+
+
+
+MODEL_OPTIONS: dict[str, type[ModelOptions]] = {
+    "mlp": MLPOptions, "conv1d": Conv1dOptions, "convnet": ConvNetOptions,
+    "resnet20": ResNetOptions, "resnet56": ResNetOptions, "vgg11_bn": VGGOptions, "vgg16_bn": VGGOptions,
+}
+
+
+@functools.lru_cache(maxsize=1)
+def torchvision_names() -> tuple[str, ...]:
+    import torchvision  # heavy: paid only by configs that ask for a tv: model
+
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+def options_class(name: str) -> type[ModelOptions]:
+    """The options of a declared model, or of any torchvision classifier (``tv:<name>``)."""
+    if name.startswith(TV_PREFIX):
+        tv_name = name[len(TV_PREFIX):]
+        if tv_name not in torchvision_names():
+            raise ValueError(f"unknown torchvision classification model {tv_name!r} in {name!r}; "
+                             f"allowed after '{TV_PREFIX}': {', '.join(torchvision_names())}")
+        return TorchvisionOptions
+    if name not in MODEL_OPTIONS:
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODEL_OPTIONS))}, "
+                         f"or '{TV_PREFIX}<name>' for a torchvision classification model")
+    return MODEL_OPTIONS[name]
+
+
+def parse_options(name: str, options: dict[str, Any]) -> ModelOptions:
+    try:
+        return options_class(name).model_validate(options)
+    except pydantic.ValidationError as err:
+        problems = "; ".join(
+            f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ValueError(f"invalid options for model {name!r}: {problems}") from None
+
+
+class ModelConfig(BaseModel):
+    """Which architecture to build; ``options`` is checked against that model's own Options class.
+
+    After validation ``options`` holds the full option set with defaults filled in, so two configs that
+    build the same network compare (and hash, once dumped) equal.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _validate_options(self) -> "ModelConfig":
+        self.options = parse_options(self.name, self.options).model_dump(mode="json")
+        return self
+
+    def key_settings(self) -> dict[str, Any]:
+        """The name and the options that differ from that model's defaults (see ``training.keys``)."""
+        from .keys import canonical
+
+        opts = canonical(self.parsed_options())
+        return {"name": self.name, **({"options": opts} if opts else {})}
+
+    def parsed_options(self) -> ModelOptions:
+        return parse_options(self.name, self.options)
+
+
+# --------------------------------------------------------------------------------------- training
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    NON_RESULT: ClassVar[frozenset[str]] = frozenset({"eval_batch_size", "device"})
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["constant", "multistep", "cosine"] = "cosine"
+    milestones: list[float] = Field(default_factory=list, description="epochs at which multistep decays")
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_iterations: int = Field(0, ge=0)
+    augment: Literal["none", "flip_crop"] = "none"
+    eval_batch_size: int = Field(1024, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU")
+
+    @model_validator(mode="after")
+    def _milestones_in_range(self) -> "TrainConfig":
+        for m in self.milestones:
+            if not 0 < m < self.epochs:
+                raise ValueError(f"milestones must lie strictly between 0 and epochs={self.epochs}, got {m}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov requires optimizer 'sgd' with momentum > 0")
+        return self
+
+
