@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from training.data import DataConfig
+from training.data import DataConfig, smallest_class
 from training.keys import canonical
+from training.models import create_model
 from training.stage import Stage, StageEnv, register_stage
 from training.store import Entry
 
@@ -79,13 +80,12 @@ class Distill(Stage):
 
         cfg = self.cfg
         real = env.data(self.data)
-        network_for(cfg, real)  # a network that cannot take this data's inputs
-        if cfg.init == "real" or cfg.method in CORESETS:
-            counts = real.train.y.bincount(minlength=real.num_classes).tolist()
-            if min(counts) < cfg.ipc:
-                c = counts.index(min(counts))
-                raise ValueError(f"images per class ipc={cfg.ipc} (prune.distill.ipc for distilled_imp): class {c} of {self.data.name} has only {counts[c]} "
-                                 f"training examples; lower ipc, add data, or use init 'noise' (dm, dc, dsa, mtt)")
+        create_model(network_for(cfg, real), real.input_shape, real.num_classes)  # one that cannot take the inputs
+        c, have = smallest_class(real)
+        if (cfg.init == "real" or cfg.method in CORESETS) and have < cfg.ipc:
+            raise ValueError(f"images per class ipc={cfg.ipc} (prune.distill.ipc for distilled_imp): class {c} of "
+                             f"{self.data.name} has only {have} training examples; lower ipc, add data, or use "
+                             "init 'noise' (dm, dc, dsa, mtt)")
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         cfg = self.cfg

@@ -85,6 +85,8 @@ class RayConfig(BaseModel):
     address: str | None = Field(None, description="None starts a local Ray; 'auto' or host:port joins a cluster")
     num_cpus: int | None = Field(None, ge=1, description="CPUs a local Ray may use (default: all)")
     num_gpus: int | None = Field(None, ge=0)
+    resource_wait_s: float = Field(0.0, ge=0, description="on an autoscaling cluster: how long to wait for nodes "
+                                   "that can meet resources (trial or stage) before failing; 0 fails at once")
 
 
 RESULTS_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")

@@ -227,20 +227,35 @@ def _collect_rows(out_dir: Path) -> list[dict[str, Any]]:
     return [r["row"] for _, r in sorted(TrialRecords(out_dir).all().items(), key=order) if "row" in r]
 
 
-def _check_cluster(cfg: ExperimentConfig) -> None:
-    """Fail before any trial is pending forever: Ray queues requests no node can meet without a word."""
-    import ray
-
-    have = ray.cluster_resources()
+def _shortfall(cfg: ExperimentConfig, have: dict[str, float]) -> str | None:
+    """What the largest trial or stage request lacks on this cluster, phrased with both numbers."""
     gpus, cpus = have.get("GPU", 0.0), have.get("CPU", 0.0)
     if cfg.resources.max_gpu > gpus:
-        raise ConfigError(
-            f"resources ask for {cfg.resources.max_gpu:g} GPU per trial or stage, but the Ray cluster has {gpus:g}; "
-            "set resources.gpu (and resources.stages.*.gpu) to 0, or run on a cluster with GPUs")
+        return (f"resources ask for {cfg.resources.max_gpu:g} GPU per trial or stage, but the Ray cluster has {gpus:g}; "
+                "set resources.gpu (and resources.stages.*.gpu) to 0, or run on a cluster with GPUs")
     need_cpu = max([cfg.resources.cpu, *(r.cpu for r in cfg.resources.stages.values())])
     if need_cpu > cpus:
-        raise ConfigError(f"resources ask for {need_cpu:g} CPUs per trial or stage, but the Ray cluster has {cpus:g}; "
-                          f"lower resources.cpu or raise ray.num_cpus")
+        return (f"resources ask for {need_cpu:g} CPUs per trial or stage, but the Ray cluster has {cpus:g}; "
+                f"lower resources.cpu or raise ray.num_cpus")
+    return None
+
+
+def check_cluster(cfg: ExperimentConfig, have: Callable[[], dict[str, float]],
+                  echo: Callable[[str], None] = print, poll_s: float = 2.0) -> None:
+    """Fail before any trial is pending forever: Ray queues requests no node can meet without a word.
+
+    An autoscaling cluster may add the nodes that can: ``ray.resource_wait_s`` waits that long for
+    them, saying so once, before failing."""
+    missing = _shortfall(cfg, have())
+    deadline = time.monotonic() + cfg.ray.resource_wait_s
+    if missing and cfg.ray.resource_wait_s > 0:
+        echo(f"waiting up to {cfg.ray.resource_wait_s:g} s (ray.resource_wait_s) for the cluster to scale up: {missing}")
+    while missing and time.monotonic() < deadline:
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        missing = _shortfall(cfg, have())
+    if missing:
+        waited = f" (after waiting {cfg.ray.resource_wait_s:g} s)" if cfg.ray.resource_wait_s > 0 else ""
+        raise ConfigError(missing + waited)
 
 
 # ----------------------------------------------------------------------------------------- sweep
@@ -305,7 +320,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     # Set after ray.init, whose own handler would abort the driver and leave the sweep marked failed.
     previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
     try:  # before anything is written: a request the cluster cannot meet would wait forever
-        _check_cluster(cfg)
+        check_cluster(cfg, ray.cluster_resources, echo)
         state = _begin(cfg, raw, out_dir, config_text, resume)
     except BaseException:
         signal.signal(signal.SIGTERM, previous_sigterm)

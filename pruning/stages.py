@@ -14,7 +14,7 @@ from distill.augment import Augment
 from distill.stage import load_set
 
 from training.cost import count_flops, masked_flops, param_counts
-from training.data import DataConfig
+from training.data import DataConfig, smallest_class
 from training.keys import canonical
 from training.models import ModelConfig
 from training.stage import (
@@ -267,12 +267,10 @@ class ScoreMask(Stage):
                 allocate(p.effective_allocation, p.density, shapes, p.layer_densities or None)
             except ValueError as exc:
                 raise ValueError(f"prune.allocation {p.effective_allocation!r}: {exc}") from None
-            if SCORERS.get(self.method).needs_data:
-                counts = data.train.y.bincount(minlength=data.num_classes).tolist()
-                if min(counts) < p.examples_per_class:
-                    c = counts.index(min(counts))
-                    raise ValueError(f"prune.examples_per_class={p.examples_per_class}: class {c} has only "
-                                     f"{counts[c]} training examples; lower it or add data")
+            c, have = smallest_class(data)
+            if SCORERS.get(self.method).needs_data and have < p.examples_per_class:
+                raise ValueError(f"prune.examples_per_class={p.examples_per_class}: class {c} has only {have} "
+                                 "training examples; lower it or add data")
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         from .allocation import allocate, layer_shapes

@@ -61,6 +61,13 @@ class DataBundle:
     normalization: Normalization
 
 
+def smallest_class(data: DataBundle) -> tuple[int, int]:
+    """(class, its number of training examples) for the class with the fewest: what bounds any
+    per-class sample drawn from the training split."""
+    counts = data.train.y.bincount(minlength=data.num_classes).tolist()
+    return counts.index(min(counts)), min(counts)
+
+
 def load_dataset(cfg: DataConfig) -> DataBundle:
     return DATASETS.get(cfg.name)(cfg)
 

@@ -92,3 +92,47 @@ def test_swept_settings_are_columns_of_the_table_and_the_printout():
     printed = render(rows).splitlines()
     assert "train.lr" in printed[0]
     assert printed[2].split()[-5] == "0.0100" and printed[3].split()[-5] == "0.1000"  # told apart, in order
+
+
+def _cfg(extra: str):
+    import yaml
+
+    from pipelines.config import validate
+
+    return validate(yaml.safe_load(BASE + extra))
+
+
+def test_an_autoscaling_cluster_is_given_its_wait_then_refused_with_both_numbers():
+    from pipelines.config import ConfigError
+    from pipelines.runner import check_cluster
+
+    said = []
+    offers = iter([{"CPU": 2.0}, {"CPU": 2.0}, {"CPU": 8.0}])  # the autoscaler adds a node on the third look
+    check_cluster(_cfg("resources: {cpu: 4}\nray: {resource_wait_s: 30}\n"), lambda: next(offers), said.append,
+                  poll_s=0.01)
+    assert len(said) == 1 and "ray.resource_wait_s" in said[0] and "4 CPUs" in said[0]
+
+    with pytest.raises(ConfigError, match=r"ask for 1 GPU .* has 0.*after waiting 0.05 s"):
+        check_cluster(_cfg("resources: {gpu: 1}\nray: {resource_wait_s: 0.05}\n"), lambda: {"CPU": 2.0},
+                      said.append, poll_s=0.01)
+    with pytest.raises(ConfigError, match=r"ask for 4 CPUs .* has 2; lower resources.cpu or raise ray.num_cpus$"):
+        check_cluster(_cfg("resources: {cpu: 4}\n"), lambda: {"CPU": 2.0}, said.append)  # no wait: at once
+
+
+def test_a_directory_holding_another_configs_finished_sweep_is_left_alone(tmp_path, capsys):
+    import json
+
+    from pipelines.sweep_state import SweepState
+
+    out = tmp_path / "out"
+    out.mkdir()
+    SweepState(name="t", config_hash="0" * 16, tracking_uri="sqlite:///x", experiment_id="1", parent_run_id="p",
+               store_uri=str(out / "store"), study_path="s", study_name="t", status="finished").save(out)
+    before = (out / "sweep.json").read_text()
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE)
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds the finished sweep 't' of another config" in err
+    assert (out / "sweep.json").read_text() == before and sorted(p.name for p in out.iterdir()) == ["sweep.json"]
+    assert json.loads(before)["status"] == "finished"
