@@ -41,22 +41,27 @@ class DistillConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     NON_RESULT: ClassVar[frozenset[str]] = frozenset({"device", "checkpoint_every", "progress_every"})
 
-    method: str
+    method: str = Field(description="which distillation method or coreset (see Names below)")
     ipc: int = Field(10, ge=1, description="synthetic samples per class")
-    iterations: int = Field(1000, ge=0)
+    iterations: int = Field(1000, ge=0, description="optimisation steps of the synthetic set (coresets: ignored)")
     lr_images: float | None = Field(
         None, gt=0, description="SGD lr on the synthetic inputs; default per method (dm 1, dc/dsa 0.1, mtt 100)"
     )
-    momentum: float = Field(0.5, ge=0, lt=1)
+    momentum: float = Field(0.5, ge=0, lt=1, description="SGD momentum on the synthetic inputs")
     batch_real: int = Field(256, ge=1, description="real samples per class per matching step")
-    network: ModelConfig | None = None
-    init: Literal["real", "noise"] = "real"
-    augment: str = "default"
-    augment_mode: Literal["single", "all"] = "single"
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    network: ModelConfig | None = Field(None,
+        description="the network matched during distillation; default: convnet for images, conv1d for signals")
+    init: Literal["real", "noise"] = Field("real",
+        description="synthetic set starts from random real samples or from N(0, 1) noise")
+    augment: str = Field("default",
+        description="DSA strategy while matching: 'default' for the input kind, 'none', or ops joined by '_'")
+    augment_mode: Literal["single", "all"] = Field("single",
+        description="one augmentation draw per batch (single) or one per example (all)")
+    seed: int = Field(0, ge=0, description="seed of the distillation (init, sampling, augmentation)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto",
+        description="where distillation runs (auto: a CUDA device when visible)")
     checkpoint_every: int = Field(100, ge=0, description="iterations between checkpoints; 0 = never")
-    progress_every: int = Field(50, ge=1)
+    progress_every: int = Field(50, ge=1, description="iterations between progress lines")
     options: dict[str, Any] = Field(default_factory=dict, description="method-specific, validated by the method")
 
     @field_validator("method")

@@ -47,9 +47,10 @@ __all__ = ["CoresetOptions", "herding_select", "kmeans_select"]
 class CoresetOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    features: Literal["embedding", "raw"] = "embedding"
-    kmeans_n_init: int = Field(3, ge=1)
-    embed_batch: int = Field(512, ge=1)
+    features: Literal["embedding", "raw"] = Field("embedding",
+        description="herding/k-means on the network's penultimate embedding or on raw inputs")
+    kmeans_n_init: int = Field(3, ge=1, description="k-means restarts (scikit-learn n_init)")
+    embed_batch: int = Field(512, ge=1, description="batch size while embedding (no effect on results)")
 
 
 def herding_select(features: torch.Tensor, k: int) -> torch.Tensor:

@@ -59,7 +59,6 @@ from training.data import DataBundle
 from training.trainer import resolve_device
 
 from .artifact import DistilledSet, load_checkpoint, save_checkpoint
-from .dm import _has_batchnorm
 from .methods import (
     DISTILLERS,
     DistillConfig,
@@ -67,6 +66,7 @@ from .methods import (
     build_distilled_set,
     class_indices,
     derive_seed,
+    has_batchnorm,
     init_synthetic,
     make_augment,
     network_for,
@@ -238,7 +238,7 @@ def distill_dc(
         net.train()
         params = [p for p in net.parameters() if p.requires_grad]
         net_optimizer = torch.optim.SGD(params, lr=opts.lr_net)
-        has_bn = _has_batchnorm(net)
+        has_bn = has_batchnorm(net)
         loss_total = 0.0
         for ol in range(outer_loop):
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "dc-batch", it, ol))

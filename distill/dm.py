@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from training.data import DataBundle
@@ -42,6 +42,7 @@ from .methods import (
     build_distilled_set,
     class_indices,
     derive_seed,
+    has_batchnorm,
     init_synthetic,
     make_augment,
     network_for,
@@ -57,11 +58,8 @@ __all__ = ["DMOptions", "dm_loss", "distill_dm"]
 class DMOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    batched: bool = True
-
-
-def _has_batchnorm(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    batched: bool = Field(True,
+        description="all classes through the network in one forward (same result without BatchNorm; faster)")
 
 
 def dm_loss(
@@ -77,7 +75,7 @@ def dm_loss(
     per-class losses as floats)."""
     real_aug = [augment(r, s) for r, s in zip(real_per_class, seeds)]
     syn_aug = [augment(x, s) for x, s in zip(syn_per_class, seeds)]
-    if batched and not _has_batchnorm(net):
+    if batched and not has_batchnorm(net):
         with torch.no_grad():
             real_emb = net.embed(torch.cat(real_aug)).split([len(r) for r in real_aug])
         syn_emb = net.embed(torch.cat(syn_aug)).split([len(x) for x in syn_aug])

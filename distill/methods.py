@@ -49,6 +49,7 @@ __all__ = [
     "class_indices",
     "default_network",
     "derive_seed",
+    "has_batchnorm",
     "distill_dataset",
     "init_synthetic",
     "make_augment",
@@ -82,6 +83,11 @@ _IMPORT_ERRORS: dict[str, BaseException] = {}
 
 def method_names() -> list[str]:
     return DISTILLERS.names()
+
+
+def has_batchnorm(net: nn.Module) -> bool:
+    """BatchNorm couples the examples of a forward: methods that batch classes together must not then."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
 def check_method_available(name: str) -> None:

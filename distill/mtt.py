@@ -102,11 +102,12 @@ class MTTOptions(BaseModel):
     lr_teacher: float = Field(0.01, gt=0, description="initial student step size")
     min_syn_lr: float = Field(1e-6, gt=0, description="the learnable step size is clamped to at least this")
     batch_syn: int | None = Field(None, ge=1, description="synthetic minibatch per student step; None = all")
-    expert_lr: float = Field(0.01, gt=0)
-    expert_batch: int = Field(256, ge=1)
-    expert_momentum: float = Field(0.0, ge=0, lt=1)
-    expert_weight_decay: float = Field(0.0, ge=0)
-    expert_augment: Literal["none", "flip_crop"] = "none"
+    expert_lr: float = Field(0.01, gt=0, description="SGD lr of the expert trajectories")
+    expert_batch: int = Field(256, ge=1, description="batch size of the experts")
+    expert_momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum of the experts")
+    expert_weight_decay: float = Field(0.0, ge=0, description="weight decay of the experts")
+    expert_augment: Literal["none", "flip_crop"] = Field("none",
+        description="augmentation while training the experts")
 
     @model_validator(mode="after")
     def _consistent(self) -> "MTTOptions":

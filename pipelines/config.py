@@ -27,8 +27,8 @@ SHARED_STAGES = ("experts", "distill", "pretrain")  # run as Ray tasks of their 
 
 class StageResources(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    cpu: float = Field(1.0, gt=0, description="CPUs the stage's Ray task asks for")
+    gpu: float = Field(0.0, ge=0, description="GPUs the stage's Ray task asks for (fractions share a device)")
 
 
 class Resources(BaseModel):
@@ -36,9 +36,10 @@ class Resources(BaseModel):
     a stage without an entry gets the trial's resources)."""
 
     model_config = ConfigDict(extra="forbid")
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
-    stages: dict[str, StageResources] = Field(default_factory=dict)
+    cpu: float = Field(1.0, gt=0, description="CPUs each trial asks Ray for (fractions allowed)")
+    gpu: float = Field(0.0, ge=0, description="GPUs each trial asks Ray for (fractions share a device)")
+    stages: dict[str, StageResources] = Field(default_factory=dict,
+        description="per shared stage (experts, distill, pretrain): its own resources as a Ray task")
 
     @field_validator("stages")
     @classmethod
@@ -84,7 +85,8 @@ class RayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: str | None = Field(None, description="None starts a local Ray; 'auto' or host:port joins a cluster")
     num_cpus: int | None = Field(None, ge=1, description="CPUs a local Ray may use (default: all)")
-    num_gpus: int | None = Field(None, ge=0)
+    num_gpus: int | None = Field(None, ge=0,
+        description="GPUs a local Ray declares (logical GPUs on a CPU machine test GPU scheduling)")
     resource_wait_s: float = Field(0.0, ge=0, description="on an autoscaling cluster: how long to wait for nodes "
                                    "that can meet resources (trial or stage) before failing; 0 fails at once")
 
@@ -94,7 +96,7 @@ RESULTS_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
 class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    experiment_name: str | None = None
+    experiment_name: str | None = Field(None, description="MLflow experiment (default: the sweep's name)")
     tracking_uri: str | None = Field(None, description="default sqlite:///<out>/mlflow.db")
     results_uri: str | None = Field(
         None, description="also copy results.parquet here through pyarrow.fs (s3://bucket/x.parquet, file:///nfs/...)"
@@ -121,18 +123,25 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
-                      description="letters, digits, '.', '_', '-': it names directories and the MLflow experiment")
-    seed: int = Field(0, ge=0)
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    prune: PruneConfig = Field(default_factory=PruneConfig)
-    sweep: SweepConfig = Field(default_factory=SweepConfig)
-    resources: Resources = Field(default_factory=Resources)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    failure: FailureConfig = Field(default_factory=FailureConfig)
+        description="letters, digits, '.', '_', '-': it names directories and the MLflow experiment")
+    seed: int = Field(0, ge=0,
+        description="seed of the trial (initialisation, data order, scorers); a grid axis for repeats")
+    data: DataConfig = Field(description="the dataset and its splits")
+    model: ModelConfig = Field(description="the architecture")
+    train: TrainConfig = Field(default_factory=TrainConfig,
+        description="how every training run trains (pre-training, IMP levels, retraining)")
+    prune: PruneConfig = Field(default_factory=PruneConfig,
+        description="the pruning method, its target and its options")
+    sweep: SweepConfig = Field(default_factory=SweepConfig,
+        description="what varies: grid blocks and an Optuna search")
+    resources: Resources = Field(default_factory=Resources,
+        description="what a trial and each shared stage ask Ray for")
+    ray: RayConfig = Field(default_factory=RayConfig, description="where the sweep runs: a local Ray or a cluster")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig,
+        description="MLflow and where the results table is copied")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="where stage outputs live and are shared")
+    failure: FailureConfig = Field(default_factory=FailureConfig,
+        description="what happens when a trial's process dies")
 
     def result_settings(self) -> dict:
         """Exactly the settings that change a trial's result (not sweep, resources, tracking)."""

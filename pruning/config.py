@@ -33,13 +33,15 @@ class PDPConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tau: float = Field(1e-4, gt=0, description="soft-mask temperature (units of w^2, or of t^2 if relative)")
-    tau_mode: Literal["absolute", "relative"] = "absolute"
+    tau_mode: Literal["absolute", "relative"] = Field("absolute",
+        description="tau in units of w^2 (absolute) or relative to the threshold t^2")
     epsilon: float = Field(0.015, gt=0, le=1, description="ramp increment of the target per epoch")
     warmup_fraction: float = Field(0.16, ge=0, lt=1, description="dense epochs s = round(f * epochs)")
     ramp_end_fraction: float = Field(
         0.8, gt=0, le=1, description="the ramp reaches the full target by this fraction of the epochs"
     )
-    structure: Structure = "unstructured"
+    structure: Structure = Field("unstructured",
+        description="prune single weights, N:M groups, or whole output channels")
     n: int = Field(2, ge=1, description="N of N:M (kept per group)")
     m: int = Field(4, ge=2, description="M of N:M (group size)")
 
@@ -62,12 +64,14 @@ def _small_set_training() -> TrainConfig:
 class PruneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: str = "imp"
+    method: str = Field("imp", description="which pruning method (see Names below)")
     sparsity: float = Field(0.9, ge=0.0, lt=1.0, description="fraction of prunable weights removed")
-    scope: Literal["global", "layerwise"] = "global"
+    scope: Literal["global", "layerwise"] = Field("global",
+        description="rank weights across all layers (global) or within each layer (layerwise)")
     ignore: list[str] = Field(default_factory=list, description="prunable weight names kept dense")
     rewind_step: int = Field(0, ge=0, description="iteration k whose weights survivors reset to; 0 = init")
-    prune_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="IMP: share of remaining weights pruned per level")
+    prune_fraction: float = Field(0.2, gt=0.0, lt=1.0,
+        description="IMP: share of remaining weights pruned per level")
     magnitude_at: Literal["init", "trained"] = Field(
         "init", description="magnitude: score the initial weights, or the weights after dense training (one-shot IMP)"
     )
@@ -76,7 +80,8 @@ class PruneConfig(BaseModel):
         None, ge=1, description="imp/magnitude(trained): epochs per search level (default: train.epochs); "
         "the final retrain keeps train.epochs"
     )
-    schedule: Literal["exponential", "linear"] = "exponential"
+    schedule: Literal["exponential", "linear"] = Field("exponential",
+        description="pruning at init over several rounds: density reached exponentially or linearly")
     allocation: Literal["global", "uniform", "erk", "explicit"] | None = Field(
         None, description="pruning at init: how the density is shared by layers (default: from scope)"
     )
@@ -85,12 +90,14 @@ class PruneConfig(BaseModel):
     )
     examples_per_class: int = Field(10, ge=1, description="data-driven scorers: class-balanced examples")
     bn_mode: Literal["eval", "train"] = Field("eval", description="SNIP/GraSP: BatchNorm mode while scoring")
-    grasp_temperature: float = Field(200.0, gt=0)
-    px_variant: Literal["clean", "official"] = "clean"
+    grasp_temperature: float = Field(200.0, gt=0,
+        description="GraSP: softmax temperature of the Hessian-gradient product (the paper's 200)")
+    px_variant: Literal["clean", "official"] = Field("clean",
+        description="PX: the paper's formulation (clean) or its reference code's (official)")
     ablation: Literal["none", "shuffle", "reinit", "invert"] = Field(
         "none", description="sanity checks (Frankle et al. 2021): permute each layer's mask, redraw weights, keep lowest scores"
     )
-    pdp: PDPConfig = Field(default_factory=PDPConfig)
+    pdp: PDPConfig = Field(default_factory=PDPConfig, description="PDP's options (method pdp only)")
     distill: DistillConfig = Field(
         default_factory=lambda: DistillConfig(method="dm"),
         description="distilled_imp: how the small training set is made (imp_subset uses method 'random' with the same ipc)",

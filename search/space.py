@@ -13,11 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 class FloatRange(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
+    type: Literal["float"] = Field(description="a float range")
+    low: float = Field(description="lower end (inclusive)")
+    high: float = Field(description="upper end")
+    log: bool = Field(False, description="sample on a log scale (low > 0)")
+    step: float | None = Field(None, description="sample on a grid of this step")
 
     @model_validator(mode="after")
     def _ordered(self) -> "FloatRange":
@@ -40,11 +40,11 @@ class FloatRange(BaseModel):
 
 class IntRange(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int = 1
+    type: Literal["int"] = Field(description="an integer range")
+    low: int = Field(description="lower end (inclusive)")
+    high: int = Field(description="upper end (inclusive)")
+    log: bool = Field(False, description="sample on a log scale (low >= 1)")
+    step: int = Field(1, description="spacing of the values")
 
     @model_validator(mode="after")
     def _ordered(self) -> "IntRange":
@@ -67,8 +67,8 @@ class IntRange(BaseModel):
 
 class Categorical(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["categorical"]
-    choices: list[Union[str, int, float, bool]] = Field(min_length=1)
+    type: Literal["categorical"] = Field(description="a choice among values")
+    choices: list[Union[str, int, float, bool]] = Field(min_length=1, description="the values")
 
     def endpoints(self) -> list[Any]:
         return list(self.choices)
@@ -84,19 +84,24 @@ Distribution = Annotated[Union[FloatRange, IntRange, Categorical], Field(discrim
 
 class Objective(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    metric: Literal["val_accuracy", "test_accuracy", "remaining_params", "density", "flops"] = "val_accuracy"
-    mode: Literal["max", "min"] = "max"
+    metric: Literal["val_accuracy", "test_accuracy", "remaining_params", "density", "flops"] = Field("val_accuracy",
+        description="a result column to optimise")
+    mode: Literal["max", "min"] = Field("max", description="maximise or minimise it")
 
 
 class OptunaConfig(BaseModel):
     """Optuna search through Ray Tune's OptunaSearch; select on validation accuracy by default."""
 
     model_config = ConfigDict(extra="forbid")
-    num_samples: int = Field(8, ge=1)
-    sampler: Literal["tpe", "random", "nsga2"] = "tpe"
-    seed: int = 0
-    objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
-    space: dict[str, Distribution] = Field(min_length=1)
+    num_samples: int = Field(8, ge=1,
+        description="Optuna trials in the study (a resumed or re-run sweep continues it up to this many)")
+    sampler: Literal["tpe", "random", "nsga2"] = Field("tpe",
+        description="Optuna sampler: TPE, random, or NSGA-II (multi-objective)")
+    seed: int = Field(0, description="sampler seed")
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1,
+        description="metric and direction of each objective; two or more make the search multi-objective")
+    space: dict[str, Distribution] = Field(min_length=1,
+        description="dotted config path -> range or choices (see Search spaces below)")
     fixed: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value for every Optuna trial")
 
 
@@ -105,8 +110,9 @@ class SweepConfig(BaseModel):
     grid: list[dict[str, list[Any]]] = Field(
         default_factory=list, description="blocks; each is the cartesian product of its axes"
     )
-    optuna: OptunaConfig | None = None
-    max_concurrent_trials: int | None = Field(None, ge=1)
+    optuna: OptunaConfig | None = Field(None, description="an Optuna search run after the grid, as its own phase")
+    max_concurrent_trials: int | None = Field(None, ge=1,
+        description="trials running at once (default: as many as the resources allow)")
 
     @model_validator(mode="before")
     @classmethod

@@ -21,14 +21,21 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     NON_RESULT: ClassVar[frozenset[str]] = frozenset({"root", "download"})  # where, not what
 
-    name: str
-    root: str = "data"
-    download: bool = False
-    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
-    num_samples: int | None = Field(None, gt=0)
-    max_train_samples: int | None = Field(None, gt=0)
-    split_seed: int = 0
+    name: str = Field(description="which dataset (see Names below)")
+    root: str = Field("data",
+        description="directory holding the dataset's files in their official format; made absolute for the trials")
+    download: bool = Field(False,
+        description="let torchvision download into root (needs internet: never here, in CI or on the GPU machine)")
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5,
+        description="share of the training split held out for validation (selection, Optuna); 0 = none")
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5,
+        description="share held out for testing where the dataset has no test split of its own")
+    num_samples: int | None = Field(None, gt=0,
+        description="samples to generate (mnist1d, fake); the dataset's own size when unset")
+    max_train_samples: int | None = Field(None, gt=0,
+        description="keep at most this many training examples (after the validation hold-out)")
+    split_seed: int = Field(0,
+        description="seed of the validation/test split (and of generated data); kept apart from the trial seed")
 
     @field_validator("name")
     @classmethod
@@ -50,19 +57,21 @@ class ModelOptions(BaseModel):
 
 
 class MLPOptions(ModelOptions):
-    widths: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [300, 100])
+    widths: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [300, 100],
+        description="hidden layer widths (LeNet-300-100 by default)")
 
 
 class Conv1dOptions(ModelOptions):
-    width: int = Field(32, ge=1)
-    depth: int = Field(3, ge=1)
-    kernel_size: int = Field(5, ge=1)
+    width: int = Field(32, ge=1, description="channels of every conv layer")
+    depth: int = Field(3, ge=1, description="conv layers")
+    kernel_size: int = Field(5, ge=1, description="kernel size of every conv layer")
 
 
 class ConvNetOptions(ModelOptions):
-    depth: int = Field(3, ge=1)
-    width: int = Field(128, ge=1)
-    norm: Literal["instance", "batch", "none"] = "instance"
+    depth: int = Field(3, ge=1, description="conv blocks (ConvNet-D)")
+    width: int = Field(128, ge=1, description="channels of every block")
+    norm: Literal["instance", "batch", "none"] = Field("instance",
+        description="normalisation after each conv (instance norm as in the distillation literature)")
 
 
 class ResNetOptions(ModelOptions):
@@ -79,7 +88,8 @@ _FORBIDDEN_TV_KWARGS = frozenset({"weights", "weights_backbone", "num_classes", 
 class TorchvisionOptions(ModelOptions):
     """Extra keyword arguments for ``torchvision.models.get_model`` (e.g. ``image_size`` for ViT)."""
 
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict,
+        description="extra keyword arguments of torchvision.models.get_model")
 
     @model_validator(mode="after")
     def _no_weights(self) -> "TorchvisionOptions":
@@ -136,8 +146,9 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="which architecture (see Names below)")
+    options: dict[str, Any] = Field(default_factory=dict,
+        description="that architecture's own options (tables below); checked against them, defaults filled in")
 
     @model_validator(mode="after")
     def _validate_options(self) -> "ModelConfig":
@@ -160,20 +171,24 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     NON_RESULT: ClassVar[frozenset[str]] = frozenset({"eval_batch_size", "device"})
 
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["constant", "multistep", "cosine"] = "cosine"
+    epochs: int = Field(20, ge=1,
+        description="training epochs (dense pre-training, IMP levels and the final retrain alike)")
+    batch_size: int = Field(64, ge=1, description="examples per step; a rewind step counts these steps")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="SGD (momentum, nesterov) or Adam")
+    lr: float = Field(0.05, gt=0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Adam: beta1 stays at its default)")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD with momentum > 0 only)")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay in the optimizer")
+    schedule: Literal["constant", "multistep", "cosine"] = Field("cosine",
+        description="learning-rate schedule over the whole run, a pure function of the step (resumable anywhere)")
     milestones: list[float] = Field(default_factory=list, description="epochs at which multistep decays")
-    gamma: float = Field(0.1, gt=0, le=1)
-    warmup_iterations: int = Field(0, ge=0)
-    augment: Literal["none", "flip_crop"] = "none"
-    eval_batch_size: int = Field(1024, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gamma: float = Field(0.1, gt=0, le=1, description="multistep: factor applied at each milestone")
+    warmup_iterations: int = Field(0, ge=0, description="linear warm-up steps from lr/n to lr")
+    augment: Literal["none", "flip_crop"] = Field("none",
+        description="training-time augmentation of real images (random flip and 4-pixel crop)")
+    eval_batch_size: int = Field(1024, ge=1, description="batch size for evaluation only (no effect on results)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto",
+        description="auto: the CUDA device Ray gave the trial, else the CPU")
     amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU")
 
     @model_validator(mode="after")

@@ -46,3 +46,16 @@ def test_validating_a_config_imports_neither_torch_nor_ray(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("first", ["distill.dm", "distill.dc", "distill.mtt", "distill.coresets", "distill.stage",
+                                   "pruning.methods", "training.models"])
+def test_every_implementation_registers_whichever_module_is_imported_first(first):
+    """The distillation modules and their registry import each other; none may be left half-registered."""
+    code = (f"import {first}\n"
+            "from distill.methods import DISTILLERS\nfrom distill.config import DISTILL_METHODS\n"
+            "from training.models import MODELS\nfrom training.settings import MODEL_OPTIONS\n"
+            "assert sorted(DISTILLERS.names()) == sorted(DISTILL_METHODS), DISTILLERS.names()\n"
+            "assert sorted(MODELS.names()) == sorted(MODEL_OPTIONS)\n")
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
