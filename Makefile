@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 OUT    ?= runs/quickstart
 
-.PHONY: install demo test clean
+.PHONY: install demo test smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest tests -q
+
+# The cpu-smoke variant of every paper-scale config: the same pipelines on fake data (CI runs it).
+smoke: install
+	@set -e; mkdir -p runs/smoke; for cfg in configs/papers/*.yaml; do \
+	  name=$$(basename $$cfg .yaml); echo "== $$name (cpu-smoke)"; rm -rf runs/smoke/$$name; \
+	  $(BIN)/prunetune run $$cfg --variant cpu-smoke --out runs/smoke/$$name > runs/smoke/$$name.log 2>&1 \
+	    || { tail -40 runs/smoke/$$name.log; exit 1; }; \
+	  tail -3 runs/smoke/$$name.log; \
+	done
 
 clean:
 	rm -rf $(VENV) runs

@@ -17,7 +17,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_experiment
 
     try:
-        cfg, raw = load_experiment(args.config, args.set or [])
+        cfg, raw = load_experiment(args.config, args.set or [], args.variant)
     except ConfigError as exc:
         return _fail(str(exc))
     out_dir = Path(args.out or Path("runs") / cfg.name).resolve()
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="experiment YAML (see configs/)")
     run.add_argument("--out", help="output directory (default runs/<name>)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. prune.sparsity=0.9 (repeatable)")
+    run.add_argument("--variant", metavar="NAME", help="apply one of the config's named variants (e.g. cpu-smoke) first")
     run.set_defaults(func=cmd_run)
     resume = sub.add_parser("resume", help="finish a sweep that was stopped or crashed (reuses everything done)")
     resume.add_argument("dir", help="the sweep's output directory")

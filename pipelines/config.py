@@ -142,6 +142,9 @@ class ExperimentConfig(BaseModel):
     store: StoreConfig = Field(default_factory=StoreConfig, description="where stage outputs live and are shared")
     failure: FailureConfig = Field(default_factory=FailureConfig,
         description="what happens when a trial's process dies")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named sets of dotted-path overrides (like --set), chosen with "
+        "`prunetune run --variant NAME`: e.g. a cpu-smoke variant of a paper-scale config")
 
     def result_settings(self) -> dict:
         """Exactly the settings that change a trial's result (not sweep, resources, tracking)."""
@@ -297,21 +300,41 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
-def load_experiment(path: str | Path, sets: list[str] = ()) -> tuple[ExperimentConfig, dict]:
-    """Read, override and validate; also validate every trial the sweep can produce.
+def load_experiment(path: str | Path, sets: list[str] = (), variant: str | None = None
+                    ) -> tuple[ExperimentConfig, dict]:
+    """Read, apply a variant and ``--set`` overrides, validate; also validate every trial the sweep can
+    produce, and every other variant of the file (schema only), so a typo there surfaces too.
 
-    Returns the validated config and the raw (overridden) dict that trials are built from.
+    Returns the validated config and the raw (overridden) dict that trials are built from; ``variants``
+    is dropped from it, since the sweep runs exactly one of them (or none).
     """
     raw = read_yaml(path)
+    variants = raw.get("variants") or {}
+    if variant is not None:
+        if not isinstance(variants, dict) or variant not in variants:
+            allowed = ", ".join(sorted(variants)) if isinstance(variants, dict) and variants else "none in this file"
+            raise ConfigError(f"--variant {variant!r}: no such variant in {path}; allowed: {allowed}")
+        raw = _apply_variant(raw, variant)
     for text in sets:
         key, value = parse_override(text)
         raw = apply_override(raw, key, value)
     cfg = validate(raw)
+    for name in cfg.variants:
+        if name != variant:
+            validate(_apply_variant(raw, name), context=f" in variants.{name}")
+    raw = {k: v for k, v in raw.items() if k != "variants"}
     base = _without_sweep(raw)
     for where, point in sweep_points(cfg):
         trial = validate(apply_overrides(base, point), context=f" in {where}")
         _check_objectives(cfg, trial, where)
     return cfg, raw
+
+
+def _apply_variant(raw: dict, name: str) -> dict:
+    overrides = raw["variants"][name]
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"variants.{name}: expected a mapping of dotted paths to values")
+    return apply_overrides(raw, overrides)
 
 
 def sweep_points(cfg: ExperimentConfig) -> list[tuple[str, dict[str, Any]]]:

@@ -152,3 +152,26 @@ def test_a_directory_is_not_a_config(tmp_path, capsys):
 
     assert main(["run", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+PAPERS = sorted(__import__("pathlib").Path("configs/papers").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PAPERS, ids=lambda p: p.stem)
+def test_every_paper_config_and_its_smoke_variant_validate(path):
+    cfg, raw = load_experiment(path)
+    assert "cpu-smoke" in cfg.variants and "variants" not in raw
+    smoke, raw = load_experiment(path, variant="cpu-smoke")
+    assert smoke.data.name == "fake" and smoke.train.epochs <= 2  # what CI runs (make smoke) is small
+    assert smoke.prune.method == cfg.prune.method  # the same pipeline
+
+
+def test_an_unknown_variant_is_refused_with_the_ones_there_are(tmp_path, capsys):
+    code = main(["run", str(PAPERS[0]), "--variant", "gpu-huge", "--out", str(tmp_path / "out")])
+    assert code == 2 and "allowed: cpu-smoke" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_typo_in_a_variant_is_found_without_choosing_it(tmp_path, capsys):
+    code, out = _run_cli(tmp_path, BASE + "variants: {small: {train.epochz: 1}}\n")
+    assert code == 2 and "variants.small" in capsys.readouterr().err and not out.exists()
