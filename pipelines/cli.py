@@ -69,7 +69,6 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool) -> int:
     from .config import ConfigError
     from .results import render
     from .runner import SweepInterrupted, run_sweep
-    from .tracking import ui_command
 
     config_text = yaml.safe_dump(raw, sort_keys=False)
     try:
@@ -84,7 +83,7 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool) -> int:
     print(render(outcome.rows))
     print()
     print(f"results: {outcome.results_path}")
-    print(f"MLflow UI: {ui_command(outcome.tracking_uri, out_dir)}")
+    print(f"MLflow UI: prunetune ui {out_dir}")
     if not outcome.ok:
         print(f"{sum(r['status'] != 'ok' for r in outcome.rows)} trial(s) failed", file=sys.stderr)
         return 1
@@ -121,6 +120,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .distill_cmd import add_parser as add_distill_parser
     from .prune_cmd import add_parser as add_prune_parser
+    from .ui_cmd import add_parser as add_ui_parser
 
     parser = argparse.ArgumentParser(prog="prunetune", description="Pruning ablation sweeps on Ray Tune + Optuna + MLflow")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("dir", help="a sweep's output directory, or a store path/URI")
     store.add_argument("--stage", help="only this stage (e.g. pretrain, imp_level)")
     store.set_defaults(func=cmd_store)
+    add_ui_parser(sub)
     add_prune_parser(sub)
     add_distill_parser(sub)
     return parser

@@ -259,6 +259,33 @@ def check_cluster(cfg: ExperimentConfig, have: Callable[[], dict[str, float]],
 
 
 # ----------------------------------------------------------------------------------------- sweep
+def describe_sweep(cfg: ExperimentConfig) -> str:
+    """What the sweep is, in words, for its parent run's description in the MLflow UI."""
+    from search.space import expand_grid
+
+    points = expand_grid(cfg.sweep.grid)
+    lines = [f"**{cfg.name}**: `{cfg.model.name}` on `{cfg.data.name}`, trained {cfg.train.epochs} epochs "
+             f"({cfg.train.optimizer}, lr {cfg.train.lr:g})."]
+    if points:
+        axes: dict[str, list] = {}
+        for p in points:
+            for k, v in p.items():
+                axes.setdefault(k, [])
+                if v not in axes[k]:
+                    axes[k].append(v)
+        lines.append(f"Grid: {len(points)} trials over " + "; ".join(
+            f"`{k}` {', '.join(map(str, v))}" for k, v in axes.items()) + ".")
+    opt = cfg.sweep.optuna
+    if opt is not None:
+        goals = ", ".join(f"{o.mode} {o.metric}" for o in opt.objectives)
+        fixed = f" with {', '.join(f'`{k}`={v}' for k, v in opt.fixed.items())}" if opt.fixed else ""
+        lines.append(f"Optuna: {opt.num_samples} trials ({opt.sampler}){fixed}, searching "
+                     f"{', '.join(f'`{k}`' for k in opt.space)} to {goals}.")
+    lines.append("Child runs are the trials (tags: method, sparsity, density, seed, phase, stage keys); "
+                 "the config, results table and plots are artifacts of this run.")
+    return "\n\n".join(lines)
+
+
 def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, resume: bool) -> SweepState:
     """The sweep's state: new (a parent run is created) or the existing one, re-opened."""
     state = SweepState.load(out_dir)
@@ -284,6 +311,7 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
     target = start_parent(
         tracking_uri, cfg.tracking.experiment_name or cfg.name, out_dir / "mlartifacts",
         run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", tags={"config": cfg.name},
+        description=describe_sweep(cfg),
     )
     RunLogger(tracking_uri, target.parent_run_id).artifact(out_dir / "config.yaml")
     state = SweepState(

@@ -19,19 +19,6 @@ def default_tracking_uri(out_dir: Path) -> str:
     return f"sqlite:///{out_dir.resolve()}/mlflow.db"
 
 
-def ui_command(tracking_uri: str, out_dir: Path) -> str:
-    """The exact command, with the mlflow executable installed beside this Python (it may not be on PATH)."""
-    import shutil
-    import sys
-
-    beside = Path(sys.executable).parent / "mlflow"
-    exe = str(beside) if beside.is_file() else (shutil.which("mlflow") or "mlflow")
-    return (
-        f"{exe} ui --backend-store-uri {tracking_uri} "
-        f"--default-artifact-root file://{(out_dir / 'mlartifacts').resolve()} --host 127.0.0.1 --port 5000"
-    )
-
-
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -58,7 +45,8 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, run_name: str, tags: dict) -> TrackingTarget:
+def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, run_name: str, tags: dict,
+                 description: str = "") -> TrackingTarget:
     """Create the experiment (on the driver, before trials start: no creation races) and the parent run."""
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
@@ -68,7 +56,8 @@ def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, r
                                           tags={"mlflow.experimentKind": "custom_model_development"})
     else:
         exp_id = exp.experiment_id
-    run = client.create_run(exp_id, run_name=run_name, tags={"prunetune.role": "sweep", **tags})
+    note = {"mlflow.note.content": description} if description else {}  # the run's description in the UI
+    run = client.create_run(exp_id, run_name=run_name, tags={"prunetune.role": "sweep", **note, **tags})
     return TrackingTarget(tracking_uri, exp_id, run.info.run_id)
 
 

@@ -17,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.cli import main
+from tests.processes import session_pids
 from training.store import ArtifactStore
 
 CONFIG = textwrap.dedent(
@@ -55,20 +56,6 @@ def _finished(out: Path, phase: str) -> dict[str, dict]:
     return records
 
 
-def _session_pids(sid: int) -> set[int]:
-    """Processes in session ``sid`` (the driver's, started with ``start_new_session``): the driver, the
-    Ray it started (GCS, raylet, workers) and anything they spawned, unless they left the session."""
-    pids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":  # fields after the name: state, ppid, pgrp, session
-            pids.add(int(stat.parent.name))
-    return pids
-
-
 def _kill_when(cmd: list[str], out: Path, phase: str, more: int, sig=signal.SIGKILL,
                timeout: float = 240) -> tuple[dict[str, dict], subprocess.Popen]:
     """Start the driver, send it ``sig`` once ``more`` trials of ``phase`` ended than had before; return
@@ -82,14 +69,14 @@ def _kill_when(cmd: list[str], out: Path, phase: str, more: int, sig=signal.SIGK
         while time.time() < deadline:
             done = _finished(out, phase)
             if len(done) >= at_least:
-                proc.session_before = _session_pids(proc.pid)
+                proc.session_before = session_pids(proc.pid)
                 os.kill(proc.pid, sig)
                 proc.wait(120)
                 if sig != signal.SIGKILL:  # a stopped driver stops what it started
                     until = time.time() + 30
-                    while _session_pids(proc.pid) and time.time() < until:
+                    while session_pids(proc.pid) and time.time() < until:
                         time.sleep(0.2)
-                    proc.left_behind = _session_pids(proc.pid)
+                    proc.left_behind = session_pids(proc.pid)
                 return done, proc
             assert proc.poll() is None, f"the sweep ended (rc {proc.returncode}) before it could be killed"
             time.sleep(0.1)

@@ -47,7 +47,7 @@ def test_sweep_runs_trials_through_ray_and_tracks_them(tmp_path, capsys):
     assert main(["run", str(cfg), "--out", str(out), "--set", f"tracking.results_uri={shared.as_uri()}"]) == 0
     assert pq.read_table(shared).num_rows == 5
     printed = capsys.readouterr().out
-    assert "mlflow ui --backend-store-uri sqlite:///" in printed and "--host 127.0.0.1" in printed
+    assert f"MLflow UI: prunetune ui {out}" in printed
 
     table = pq.read_table(out / "results.parquet").to_pylist()
     assert len(table) == 5

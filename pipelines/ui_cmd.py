@@ -1,0 +1,131 @@
+"""``prunetune ui DIR``: the MLflow UI on one sweep's store, on 127.0.0.1, stopped with everything it
+started on Ctrl-C.
+
+``mlflow ui`` spawns a dozen helper processes (uvicorn workers, a job runner, huey consumers); it runs
+here in a session of its own so that stopping it stops all of them, whatever they do with signals.
+The URL printed opens the sweep's experiment (its runs table: the experiment is marked as model
+training, see ``pipelines.tracking``), not MLflow's landing page.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+START_TIMEOUT_S = 90.0
+STOP_GRACE_S = 10.0
+
+
+def add_parser(sub) -> None:
+    ui = sub.add_parser("ui", help="open a sweep's runs in the MLflow UI (127.0.0.1; Ctrl-C stops it)")
+    ui.add_argument("dir", help="the sweep's output directory")
+    ui.add_argument("--port", type=int, help="port to serve on (default: a free one)")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="interface to bind (default 127.0.0.1; anything else exposes the runs to the network)")
+    ui.set_defaults(func=cmd_ui)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def mlflow_executable() -> str:
+    """The mlflow installed beside this Python (it may not be on PATH)."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "mlflow"
+    return str(beside) if beside.is_file() else (shutil.which("mlflow") or "mlflow")
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}"
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def stop_session(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM to the server's whole process group, then SIGKILL to what is left after ``grace_s``."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if not _group_alive(proc.pid):
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from .cli import _fail
+    from .sweep_state import SweepState
+
+    out_dir = Path(args.dir).resolve()
+    try:
+        state = SweepState.load(out_dir) if out_dir.is_dir() else None
+    except ValueError as exc:
+        return _fail(str(exc))
+    if state is None:
+        return _fail(f"{out_dir} holds no sweep (no sweep.json); give the --out directory of a prunetune run")
+    if state.tracking_uri.startswith(("http://", "https://")):  # the runs live on a tracking server already
+        print(f"this sweep logs to the tracking server {state.tracking_uri}:\n  "
+              f"{experiment_url(state.tracking_uri, state.experiment_id)}")
+        return 0
+    port = args.port or free_port(args.host)
+    base = f"http://{args.host}:{port}"
+    cmd = [mlflow_executable(), "ui", "--backend-store-uri", state.tracking_uri,
+           "--default-artifact-root", (out_dir / "mlartifacts").as_uri(), "--host", args.host, "--port", str(port),
+           "--workers", "1"]
+    log_path = out_dir / "logs" / "mlflow-ui.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        print(f"starting the MLflow UI on {base} (log: {log_path}) ...", flush=True)
+        if not _wait_until_up(base, proc, START_TIMEOUT_S):
+            tail = log_path.read_text(errors="replace")[-2000:]
+            return _fail(f"the MLflow UI did not come up on {base} within {START_TIMEOUT_S:g} s; its log "
+                         f"{log_path} ends with:\n{tail}", code=1)
+        print(f"sweep {state.name!r}: {experiment_url(base, state.experiment_id)}\n(Ctrl-C stops the UI)", flush=True)
+        proc.wait()
+        return _fail(f"the MLflow UI stopped by itself (exit {proc.returncode}); see {log_path}", code=1)
+    except KeyboardInterrupt:
+        print("\nstopping the MLflow UI", file=sys.stderr)
+        return 0
+    finally:
+        stop_session(proc)
+        signal.signal(signal.SIGTERM, previous)
