@@ -3,8 +3,9 @@ started on Ctrl-C.
 
 ``mlflow ui`` spawns a dozen helper processes (uvicorn workers, a job runner, huey consumers); it runs
 here in a session of its own so that stopping it stops all of them, whatever they do with signals.
-The URL printed opens the sweep's experiment (its runs table: the experiment is marked as model
-training, see ``pipelines.tracking``), not MLflow's landing page.
+The URL printed opens the sweep's runs table (seen in headless Chromium: the bare experiment URL
+opens MLflow 3.17's GenAI overview even for an experiment marked as model training), not MLflow's
+landing page.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def mlflow_executable() -> str:
 
 
 def experiment_url(base: str, experiment_id: str) -> str:
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}"
+    """The experiment's runs table (MLflow 3.17 opens a bare experiment URL on its GenAI overview)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:

@@ -47,7 +47,7 @@ def test_ui_serves_the_sweeps_runs_on_loopback_and_stops_everything_on_ctrl_c(tm
                 url = line.split(": ", 1)[1].strip()
         assert url, "".join(lines)
         base, _, fragment = url.partition("/#/")
-        assert base.startswith("http://127.0.0.1:") and fragment == f"experiments/{state.experiment_id}"
+        assert base.startswith("http://127.0.0.1:") and fragment == f"experiments/{state.experiment_id}/runs"
         request = urllib.request.Request(
             f"{base}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
             data=json.dumps({"experiment_ids": [state.experiment_id]}).encode())
