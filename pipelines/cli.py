@@ -37,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if state is not None and state.config_hash != config_hash(raw):
         return _fail(f"{out_dir} holds the finished sweep {state.name!r} of another config; choose another --out "
                      "(stage outputs can be shared between sweeps with store.uri)")
-    return _sweep(cfg, raw, out_dir, resume=False)
+    return _sweep(cfg, raw, out_dir, resume=False, verbosity=_verbosity(args))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -60,19 +60,24 @@ def cmd_resume(args: argparse.Namespace) -> int:
         preflight(cfg, raw, out_dir)  # the data may have moved since the sweep started
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
-    return _sweep(cfg, raw, out_dir, resume=True)
+    return _sweep(cfg, raw, out_dir, resume=True, verbosity=_verbosity(args))
 
 
-def _sweep(cfg, raw: dict, out_dir: Path, resume: bool) -> int:
+def _verbosity(args: argparse.Namespace) -> str:
+    return "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+
+
+def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal") -> int:
     import yaml
 
     from .config import ConfigError
+    from .live import SweepView
     from .results import render
     from .runner import SweepInterrupted, run_sweep
 
     config_text = yaml.safe_dump(raw, sort_keys=False)
     try:
-        outcome = run_sweep(cfg, raw, out_dir, config_text, resume=resume)
+        outcome = run_sweep(cfg, raw, out_dir, config_text, view=SweepView(verbosity), resume=resume)
     except ConfigError as exc:
         return _fail(str(exc))
     except SweepInterrupted:
@@ -83,10 +88,23 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool) -> int:
     print(render(outcome.rows))
     print()
     print(f"results: {outcome.results_path}")
+    if outcome.report_path is not None:
+        print(f"report: {outcome.report_path}")
     print(f"MLflow UI: prunetune ui {out_dir}")
     if not outcome.ok:
         print(f"{sum(r['status'] != 'ok' for r in outcome.rows)} trial(s) failed", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    out_dir = Path(args.dir).resolve()
+    if not (out_dir / "results.parquet").is_file():
+        return _fail(f"{out_dir} has no results.parquet: give the --out directory of a sweep that has run")
+    html_path, md_path, figures = build_report(out_dir)
+    print(f"report: {html_path}\nmarkdown: {md_path}\nfigures: {', '.join(f.path.name for f in figures)}")
     return 0
 
 
@@ -117,6 +135,13 @@ def cmd_store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", action="store_true", help="print only the final table and the paths")
+    group.add_argument("--verbose", action="store_true",
+                       help="also print every trial's and Ray worker's log lines (always in DIR/logs/)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .distill_cmd import add_parser as add_distill_parser
     from .prune_cmd import add_parser as add_prune_parser
@@ -129,10 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default runs/<name>)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. prune.sparsity=0.9 (repeatable)")
     run.add_argument("--variant", metavar="NAME", help="apply one of the config's named variants (e.g. cpu-smoke) first")
+    _add_verbosity(run)
     run.set_defaults(func=cmd_run)
     resume = sub.add_parser("resume", help="finish a sweep that was stopped or crashed (reuses everything done)")
     resume.add_argument("dir", help="the sweep's output directory")
+    _add_verbosity(resume)
     resume.set_defaults(func=cmd_resume)
+    report = sub.add_parser("report", help="(re)draw a sweep's report: DIR/report.html, report.md, figures/")
+    report.add_argument("dir", help="the sweep's output directory")
+    report.set_defaults(func=cmd_report)
     store = sub.add_parser("store", help="list the stage runs in a sweep's store")
     store.add_argument("dir", help="a sweep's output directory, or a store path/URI")
     store.add_argument("--stage", help="only this stage (e.g. pretrain, imp_level)")

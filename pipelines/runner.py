@@ -13,6 +13,7 @@ already there; the trial records and the store are written as each trial ends, s
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -24,6 +25,7 @@ from typing import Any, Callable
 from training.store import ArtifactStore
 
 from .config import ConfigError, ExperimentConfig, trial_config
+from .live import FileLog, PhaseProgress, SweepView, stages_log_dir, trial_log, tune_callback
 from .results import amortize_distillation, copy_to_uri, write_results
 from .sweep_state import SweepState, TrialRecords, config_hash
 from .tracking import (
@@ -31,6 +33,7 @@ from .tracking import (
 )
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's boxed tables and banners: the live view replaces them
 
 
 FINAL_TRAINING_STAGES = ("retrain", "pdp")  # whose epochs are the trial's training curve in MLflow
@@ -44,6 +47,7 @@ class SweepInterrupted(Exception):
 class SweepOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     results_path: Path | None = None
+    report_path: Path | None = None
     tracking_uri: str = ""
     parent_run_id: str = ""
 
@@ -66,7 +70,7 @@ def _error_row(exc: BaseException | str) -> dict[str, Any]:
 
 
 def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, phase: str, fixed: dict,
-              points: list[dict], store: ArtifactStore) -> None:
+              points: list[dict], store: ArtifactStore, verbose: bool = False) -> None:
     """The Tune trainable: re-attaches to its slot's MLflow run, reports per epoch, then its row.
 
     Errors become a row with status 'error' rather than aborting the sweep.
@@ -102,7 +106,7 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         "overrides": json.dumps(overrides, sort_keys=True), "mlflow_run_id": logger.run_id,
         "method": cfg.prune.method, "target_sparsity": cfg.prune.sparsity, "seed": cfg.seed,
     }
-    log = lambda m: print(f"[{slot}] {m}", flush=True)  # noqa: E731
+    log = FileLog(trial_log(Path(out_dir), slot), echo=verbose, prefix=f"[{slot}] ")
 
     def on_epoch(stage, rec: dict) -> None:  # intermediate results, for schedulers and the live view
         values = {k: v for k, v in rec.items() if isinstance(v, (int, float))}
@@ -136,42 +140,16 @@ def _log_text(logger: RunLogger, name: str, text: str) -> None:
         logger.artifact(path)
 
 
-# -------------------------------------------------------------------------------- the live view
-def _progress_callback(phase: str, total: int | None):
-    """One line per finished trial instead of Tune's full metric tables."""
-    from ray.tune import Callback
-
-    class Progress(Callback):
-        def __init__(self) -> None:
-            self.done = 0
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if "status" not in result:  # an intermediate (per-epoch) report
-                return
-            self.done += 1
-            of = f"/{total}" if total else ""
-            acc = result.get("test_accuracy")
-            acc_text = f"{acc:.4f}" if isinstance(acc, float) and acc == acc else "-"
-            cached = " (cached)" if result.get("cached") else ""
-            print(
-                f"[{phase} {self.done}{of}] {result.get('method')} sparsity {result.get('target_sparsity'):.4g} "
-                f"seed {result.get('seed')}: {result.get('status')} test_acc {acc_text}{cached}",
-                flush=True,
-            )
-
-    return Progress()
-
-
 # ---------------------------------------------------------------------------------------- phases
 def _run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, cfg: ExperimentConfig, raw: dict,
                out_dir: Path, target: TrackingTarget, store: ArtifactStore, fixed: dict, points: list[dict],
-               total: int) -> None:
+               total: int, view: SweepView) -> None:
     """Run one Tune experiment; raises ``SweepInterrupted`` when it was stopped before its end."""
     from ray import tune
 
     trainable = tune.with_resources(
         tune.with_parameters(_trial_fn, raw=raw, out_dir=str(out_dir), target=target, phase=phase, fixed=fixed,
-                             points=points, store=store),
+                             points=points, store=store, verbose=view.verbosity == "verbose"),
         {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
     )
     tuner = tune.Tuner(
@@ -187,7 +165,7 @@ def _run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, c
             name=f"{phase}-attempt{attempt}",
             storage_path=str(out_dir / "ray_results"),
             failure_config=tune.FailureConfig(max_failures=cfg.failure.max_retries),
-            callbacks=[_progress_callback(phase, total)],
+            callbacks=[tune_callback(PhaseProgress(phase, total, view.objectives(cfg, phase)), view.say)],
             verbose=0,
         ),
     )
@@ -325,12 +303,17 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
 
 
 def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
-              echo: Callable[[str], None] = print, resume: bool = False) -> SweepOutcome:
+              view: SweepView | None = None, resume: bool = False) -> SweepOutcome:
     import ray
 
     from search.space import expand_grid
 
     out_dir = out_dir.resolve()
+    view = view or SweepView()
+    echo = view.say
+    if view.verbosity != "verbose":  # start-up notices of Ray and MLflow: in the logs, not on the console
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     started_ray = not ray.is_initialized()
     if started_ray:
         try:
@@ -339,7 +322,8 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
                 num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
                 num_gpus=cfg.ray.num_gpus if cfg.ray.address is None else None,
                 include_dashboard=False,
-                log_to_driver=True,
+                log_to_driver=view.verbosity == "verbose",  # otherwise each trial's log is a file in DIR/logs
+                logging_level=logging.INFO if view.verbosity == "verbose" else logging.ERROR,
             )
         except (ConnectionError, RuntimeError) as exc:  # RuntimeError: refused token, GCS unreachable
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -370,26 +354,22 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         records = TrialRecords(out_dir)
         todo = [i for i in range(len(points)) if "row" not in records.get(f"grid-{i}")]
         if todo:
-            _shared_stages_first([points[i] for i in todo], raw, cfg, store, echo)
+            _shared_stages_first([points[i] for i in todo], raw, cfg, store, echo, out_dir)
             echo(f"grid phase: {len(todo)} trials" + (f" ({len(points) - len(todo)} already done)"
                                                       if len(todo) < len(points) else ""))
             from ray import tune
 
             _run_phase("grid", state.attempts, {"slot": tune.grid_search(todo)}, {}, cfg, raw, out_dir, target,
-                       store, {}, points, len(todo))
+                       store, {}, points, len(todo), view)
         if cfg.sweep.optuna is not None:
-            _optuna_phase(cfg, raw, out_dir, target, store, state, echo)
+            _optuna_phase(cfg, raw, out_dir, target, store, state, view)
         outcome.rows = _collect_rows(out_dir)
         amortize_distillation(outcome.rows)
         outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
         parent.artifact(outcome.results_path)
         if cfg.tracking.results_uri:
             echo(f"results copied to {copy_to_uri(outcome.results_path, cfg.tracking.results_uri)}")
-        from .report import plot_accuracy_vs_sparsity
-
-        plot = plot_accuracy_vs_sparsity(outcome.rows, out_dir / "accuracy_vs_sparsity.png")
-        if plot is not None:
-            parent.artifact(plot)
+        outcome.report_path = _report(cfg, out_dir, outcome.rows, parent, echo)
         parent.metrics({"trials": len(outcome.rows), "trials_ok": sum(r["status"] == "ok" for r in outcome.rows)})
         status = "FINISHED" if outcome.ok else "FAILED"
         state.status = "finished"
@@ -412,19 +392,37 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     return outcome
 
 
+def _report(cfg: ExperimentConfig, out_dir: Path, rows: list[dict], parent: RunLogger,
+            echo: Callable[[str], None]) -> Path | None:
+    """DIR/report.html and report.md, the figures also on the parent run; a sweep is not failed by its report."""
+    from .report import build_report
+
+    try:
+        html_path, md_path, figures = build_report(out_dir, rows, title=f"Sweep {cfg.name}",
+                                                   description=describe_sweep(cfg).replace("**", "").replace("`", ""))
+    except Exception as exc:  # noqa: BLE001 (the results are written; say why the pictures are not)
+        echo(f"report not written: {type(exc).__name__}: {exc}")
+        return None
+    for f in figures:
+        parent.artifact(f.path, "figures")
+    parent.artifact(html_path)
+    parent.artifact(md_path)
+    return html_path
+
+
 def _shared_stages_first(points: list[dict], raw: dict, cfg: ExperimentConfig, store: ArtifactStore,
-                         echo: Callable[[str], None]) -> None:
+                         echo: Callable[[str], None], out_dir: Path) -> None:
     from .scheduling import run_shared_stages, shared_stages
     from .trial import trial_graph
 
     stages = [s for p in points for s in trial_graph(trial_config(raw, p)).stages()]
     todo = shared_stages(stages, lambda s: store.is_done(s.name, s.key))
-    for line in run_shared_stages(todo, store, cfg.resources.for_stage, echo):
+    for line in run_shared_stages(todo, store, cfg.resources.for_stage, echo, stages_log_dir(out_dir)):
         echo(f"shared stage failed (the trials that need it will report it): {line}")
 
 
 def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: TrackingTarget, store: ArtifactStore,
-                  state: SweepState, echo: Callable[[str], None]) -> None:
+                  state: SweepState, view: SweepView) -> None:
     from search.study import StudySearcher, open_study, remaining_trials, settle_ended
 
     opt = cfg.sweep.optuna
@@ -437,7 +435,7 @@ def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: Track
     if todo == 0:
         return
     searcher = StudySearcher(study, {k: d.to_optuna() for k, d in opt.space.items()}, metrics, opt.num_samples)
-    echo(f"optuna phase: {todo} trials (study {state.study_name!r} in {state.study_path}), "
+    view.say(f"optuna phase: {todo} trials (study {state.study_name!r} in {state.study_path}), "
          f"objectives {[(o.metric, o.mode) for o in opt.objectives]}")
     _run_phase("optuna", state.attempts, {}, {"search_alg": searcher, "num_samples": todo}, cfg, raw, out_dir,
-               target, store, dict(opt.fixed), [], todo)
+               target, store, dict(opt.fixed), [], todo, view)

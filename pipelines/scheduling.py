@@ -10,12 +10,15 @@ trials reach (IMP levels, Optuna trials' stages) are computed on demand under th
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable, Iterable
 
 from training.stage import Stage, StageEnv, materialize
 from training.store import ArtifactStore
 
 from .config import SHARED_STAGES  # in the order they feed each other
+
+PROGRESS_EVERY_S = 15.0
 
 
 def _trains(stage: Stage) -> bool:
@@ -32,42 +35,53 @@ def shared_stages(stages: Iterable[Stage], done: Callable[[Stage], bool]) -> lis
     return list(picked.values())
 
 
-def _materialize_task(stage: Stage, store: ArtifactStore, threads: int) -> dict:
+def _materialize_task(stage: Stage, store: ArtifactStore, threads: int, log: Callable[[str], None]) -> dict:
     import torch
 
     torch.set_num_threads(max(1, threads))
     t0 = time.perf_counter()
-    entry = materialize(stage, StageEnv.on(store, log=lambda m: print(m, flush=True)))
+    entry = materialize(stage, StageEnv.on(store, log=log))
     return {"stage": stage.describe(), "cached": entry.cached, "wall_time_s": time.perf_counter() - t0}
 
 
 def run_shared_stages(stages: list[Stage], store: ArtifactStore, resources: Callable[[str], tuple[float, float]],
-                      echo: Callable[[str], None]) -> list[str]:
+                      echo: Callable[[str], None], log_dir: Path) -> list[str]:
     """Run the stages as Ray tasks, in ``SHARED_STAGES`` order (a pretrain on a small set must not make
-    that set itself, on its own resources); returns error lines."""
+    that set itself, on its own resources); returns error lines. Each stage logs to
+    ``log_dir/<name>-<key>.log``; while they run, each one's latest line is echoed as it changes."""
     if not stages:
         return []
     echo(f"shared stages: {len(stages)} ({', '.join(sorted({s.name for s in stages}))}) as Ray tasks")
     errors: list[str] = []
     for name in SHARED_STAGES:
-        errors += _run_wave([s for s in stages if s.name == name], store, resources, echo)
+        errors += _run_wave([s for s in stages if s.name == name], store, resources, echo, log_dir)
     return errors
 
 
 def _run_wave(stages: list[Stage], store: ArtifactStore, resources: Callable[[str], tuple[float, float]],
-              echo: Callable[[str], None]) -> list[str]:
+              echo: Callable[[str], None], log_dir: Path) -> list[str]:
     import ray
+
+    from .live import FileLog, last_line, stage_log
 
     remote = ray.remote(_materialize_task)
     pending = {}
     for s in stages:
         cpu, gpu = resources(s.name)
+        log = FileLog(stage_log(log_dir, s.name, s.key))
         ref = remote.options(num_cpus=cpu, num_gpus=gpu, max_retries=1, name=f"stage:{s.describe()}").remote(
-            s, store, int(cpu))
+            s, store, int(cpu), log)
         pending[ref] = s
-    errors, done = [], 0
+    errors, done, shown = [], 0, {}
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
+        if not ready:  # long stages (distillation, pre-training): their latest progress line
+            for s in pending.values():
+                line = last_line(stage_log(log_dir, s.name, s.key))
+                if line and shown.get(s.key) != line:
+                    shown[s.key] = line
+                    echo(f"  [{s.describe()}] {line}")
+            continue
         stage = pending.pop(ready[0])
         done += 1
         try:

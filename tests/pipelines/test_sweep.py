@@ -85,7 +85,9 @@ def test_sweep_runs_trials_through_ray_and_tracks_them(tmp_path, capsys):
     levels = client.get_metric_history(imp_child.info.run_id, "level_test_accuracy")
     assert sorted(m.step for m in levels) == list(range(8))
     parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"config.yaml", "results.parquet", "accuracy_vs_sparsity.png"} <= parent_files
+    assert {"config.yaml", "results.parquet", "report.html", "report.md", "figures"} <= parent_files
+    figures = {a.path for a in client.list_artifacts(parents[0].info.run_id, "figures")}
+    assert {"figures/accuracy_vs_density.png", "figures/accuracy_vs_cost.png", "figures/imp_levels.png"} <= figures
     level_files = {a.path for a in client.list_artifacts(imp_child.info.run_id, "levels/level_3")}
     assert {"levels/level_3/mask.pt", "levels/level_3/sparsity.json"} <= level_files
 

@@ -1,0 +1,54 @@
+"""The quickstart's console output, its report in headless Chromium, and `prunetune report`."""
+import os
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.report import pareto_front
+from tests import browser
+
+ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "test-artifacts")
+
+
+def test_pareto_front_keeps_exactly_the_non_dominated_points():
+    points = [(10, 0.9), (5, 0.8), (20, 0.85), (5, 0.7), (30, 0.95), (1, 0.5)]
+    assert pareto_front(points) == [(1, 0.5), (5, 0.8), (10, 0.9), (30, 0.95)]
+
+
+@pytest.mark.slow
+def test_quickstart_fits_one_screen_and_its_report_renders_offline(tmp_path, capsys):
+    out = tmp_path / "quickstart"
+    code = main(["run", "configs/quickstart.yaml", "--out", str(out), "--set", "train.epochs=3",
+                 "--set", "sweep.optuna.num_samples=3"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-3000:]
+    lines = (printed.out + printed.err).splitlines()
+    assert len(lines) <= 60, "\n".join(lines)
+    text = "\n".join(lines)
+    assert f"results: {out}/results.parquet" in text and f"report: {out}/report.html" in text
+    assert f"MLflow UI: prunetune ui {out}" in text and "phase     method" in text
+    assert "pid=" not in text and "\x1b[" not in text  # no Ray worker prefixes, no control codes
+    assert (out / "logs" / "grid-0.log").read_text().strip()  # the trial's log is a file instead
+
+    md = (out / "report.md").read_text()
+    assert "phase     method" in md and "](figures/accuracy_vs_density.png)" in md
+
+    if not browser.available():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("chromium not installed (CI installs it)")
+    requests, images, shot = browser.visit(
+        (out / "report.html").as_uri(),
+        "Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+    external = [u for u in requests if not u.startswith(("file:", "data:"))]
+    assert not external, external
+    assert len(images) >= 4 and all(done and width > 0 for done, width in images), images
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with open(os.path.join(ARTIFACTS, "quickstart-report.png"), "wb") as f:
+        f.write(shot)
+
+    # --quiet: only the table and the paths (a resume of the finished sweep redoes nothing)
+    assert main(["resume", str(out), "--quiet"]) == 0
+    quiet = capsys.readouterr().out
+    assert "grid phase" not in quiet and "[grid" not in quiet and "report:" in quiet
+    assert main(["report", str(out)]) == 0 and "accuracy_vs_density.png" in capsys.readouterr().out
