@@ -391,6 +391,10 @@ def build_report(out_dir: Path, rows: list[dict] | None = None, title: str | Non
     if rows is None:
         rows = pq.read_table(out_dir / "results.parquet").to_pylist()
     figures = draw(sweep_data(out_dir, rows), out_dir / FIGURES_DIR)
-    title = title or f"Sweep {out_dir.name}"
+    if title is None:
+        from .sweep_state import SweepState
+
+        state = SweepState.load(out_dir)
+        title = f"Sweep {state.name if state is not None else out_dir.name}"
     return (write_html(title, rows, figures, out_dir / "report.html", description),
             write_markdown(title, rows, figures, out_dir / "report.md"), figures)
