@@ -10,12 +10,15 @@ over the paths through a weight theta_j gives (df_k/dtheta_j)^2 <= z1_k(x) * dz2
 
 R = sum_x sum_k z1_k(x) z2_k(theta^2) and the score is theta^2 * dR/d(theta^2) (keep the highest).
 
-Gating is done with forward hooks on the activation modules (a hook that returns a value replaces the
-module's output); no torch function is patched. The real net is run first with recording hooks, then the
-z1 copy replays what was recorded, module by module (matched by name, first-in first-out, so a module
-called several times per forward, as in torchvision ResNets, replays in call order). Only ``nn.ReLU``
-modules are gated: a ``F.relu`` called inside some ``forward`` is not seen (in the clean variant every
-activation it sees is >= 0, so it acts as the identity, i.e. as an open gate).
+ReLU gating sees every ReLU however it is applied (an ``nn.ReLU`` module, ``F.relu``, ``torch.relu``,
+``x.relu()``, in place or not): during PX's own passes, and only then, a torch function mode
+(``_ReluGates``) intercepts those calls; no torch function is patched. The real net runs first and
+records each ReLU's gate in call order; the z1 copy, running the same forward code, replays them in the
+same order; z2 applies no gate. A model that applies an activation PX has no path decomposition for
+(GELU, SiLU, LeakyReLU, ReLU6, sigmoid, tanh, ...) is refused with its name: scoring it as if the
+activation were linear would be silently wrong. Max-pooling and normalisation layers are handled with
+forward hooks on their modules, matched by name, first-in first-out (a module called several times per
+forward, as in torchvision ResNets, replays in call order).
 
 ``variant="clean"`` (default): the maths above, extended to every layer our models have, always through the
 exact path decomposition of the *real* network at x, so the bound on the real net's NTK trace still holds.
@@ -60,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
+from torch.overrides import TorchFunctionMode
 
 from .base import SCORERS, Scorer
 
@@ -77,6 +81,18 @@ _ADAPTIVE_MAX_POOLS: dict[type, tuple[int, Callable]] = {
     nn.AdaptiveMaxPool3d: (3, F.adaptive_max_pool3d),
 }
 _NORMS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+
+_RELUS = {F.relu: False, F.relu_: True, torch.relu: False, torch.relu_: True,
+          torch.Tensor.relu: False, torch.Tensor.relu_: True}  # -> in place
+# Activations with no 0/1 path gate: PX has no decomposition for them, so it refuses rather than guess.
+_UNGATEABLE = {
+    F.gelu: "GELU", F.silu: "SiLU", F.leaky_relu: "LeakyReLU", F.leaky_relu_: "LeakyReLU", F.relu6: "ReLU6",
+    F.hardtanh: "Hardtanh", F.hardtanh_: "Hardtanh", F.elu: "ELU", F.elu_: "ELU", F.selu: "SELU",
+    F.celu: "CELU", F.softplus: "Softplus", F.hardswish: "Hardswish", F.hardsigmoid: "Hardsigmoid",
+    F.mish: "Mish", F.prelu: "PReLU", F.rrelu: "RReLU", F.glu: "GLU", F.logsigmoid: "LogSigmoid",
+    F.tanhshrink: "Tanhshrink", F.softsign: "Softsign", torch.sigmoid: "sigmoid", torch.tanh: "tanh",
+    torch.Tensor.sigmoid: "sigmoid", torch.Tensor.tanh: "tanh", torch.sigmoid_: "sigmoid", torch.tanh_: "tanh",
+}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -163,8 +179,8 @@ class _Tape:
         queue = self.queues.get((consumer, name))
         if not queue:
             raise RuntimeError(
-                f"PX: module {name!r} ran more often in the {consumer} pass than in the real net; "
-                "the gating replay needs the same modules to run in the same order"
+                f"PX: {name!r} ran more often in the {consumer} pass than in the real net; "
+                "the gating replay needs the same modules and activations to run in the same order"
             )
         return queue.popleft()
 
@@ -174,6 +190,32 @@ class _Tape:
         if left:
             raise RuntimeError(f"PX: recorded activations were never replayed ({left}); "
                                "the copies did not run the modules the real net ran")
+
+
+class _ReluGates(TorchFunctionMode):
+    """Within one PX pass, every ReLU call: recorded ("real": its 0/1 gate, then the real ReLU), replayed
+    ("z1": the input times the recorded gate) or skipped ("z2": the input, ungated)."""
+
+    def __init__(self, tape: _Tape, role: str) -> None:
+        super().__init__()
+        self.tape, self.role = tape, role
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RELUS:
+            x = args[0]
+            inplace = _RELUS[func] or bool(kwargs.get("inplace") or (len(args) > 1 and args[1] is True))
+            if self.role == "real":
+                self.tape.push("relu", x > 0, ("z1",))
+                return func(*args, **kwargs)
+            if self.role == "z1":
+                gate = self.tape.pop("z1", "relu").to(x.dtype)
+                return x.mul_(gate) if inplace else x * gate
+            return x
+        if func in _UNGATEABLE:
+            raise ValueError(f"PX cannot score this model: it applies {_UNGATEABLE[func]}, which has no 0/1 path "
+                             "gate (PX's path decomposition needs ReLU activations); use another method")
+        return func(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------- scorer
@@ -220,11 +262,14 @@ class PXScorer(Scorer):
                 x = x.to(device=ref.device, dtype=ref.dtype)
                 sample = x[:1]
                 with torch.no_grad():
-                    model(x)
-                    z1 = z1_net(x * x)
+                    with _ReluGates(tape, "real"):
+                        model(x)
+                    with _ReluGates(tape, "z1"):
+                        z1 = z1_net(x * x)
                 if per_example or not clean:
-                    with torch.enable_grad():
+                    with torch.enable_grad(), _ReluGates(tape, "z2"):
                         z2 = z2_net(torch.ones_like(x))
+                    with torch.enable_grad():
                         self._accumulate(grads, (z1 * z2).sum(), targets)
                     tape.finish()
                 else:
@@ -233,8 +278,9 @@ class PXScorer(Scorer):
             if sample is None:
                 raise ValueError("PX needs scoring examples, but the batches were empty")
             if z1_total is not None:
-                with torch.enable_grad():
+                with torch.enable_grad(), _ReluGates(tape, "z2"):
                     z2 = z2_net(torch.ones_like(sample))[0]
+                with torch.enable_grad():
                     self._accumulate(grads, (z1_total * z2).sum(), targets)
             scores = {}
             for (name, p), g in zip(params.items(), grads):
@@ -258,7 +304,7 @@ class PXScorer(Scorer):
                 p.requires_grad_(False)
             for m in net.modules():
                 if isinstance(m, nn.ReLU):
-                    m.inplace = False  # hooks must see the pre-activation and return a new output
+                    m.inplace = False  # the copies' gated activations must not overwrite their inputs
         with torch.no_grad():
             if self.variant == "clean":
                 z1_net.eval()
@@ -298,10 +344,7 @@ class PXScorer(Scorer):
         handles = []
         both = ("z1", "z2") if per_example else ("z1",)
         for name, m in model.named_modules():
-            if isinstance(m, nn.ReLU):
-                def record_gate(mod, args, out, name=name):
-                    tape.push(name, args[0] > 0, ("z1",))
-            elif clean and _is_max_pool(m):
+            if clean and _is_max_pool(m):
                 def record_gate(mod, args, out, name=name):
                     tape.push(name, _pool_indices(mod, args[0]), both)
             elif clean and isinstance(m, _NORMS) and not _is_static_norm(m):
@@ -316,15 +359,7 @@ class PXScorer(Scorer):
     def _hook_copy(net: nn.Module, tape: _Tape, role: str, clean: bool) -> list:
         handles = []
         for name, m in net.named_modules():
-            if isinstance(m, nn.ReLU):
-                if role == "z1":
-                    def replay(mod, args, out, name=name):
-                        gate = tape.pop("z1", name)
-                        return args[0] * gate.to(args[0].dtype)
-                else:
-                    def replay(mod, args, out):
-                        return args[0]
-            elif clean and _is_max_pool(m):
+            if clean and _is_max_pool(m):
                 def replay(mod, args, out, name=name, dims=_pool_dims(m)):
                     return _gather(args[0], tape.pop(role, name), dims)
             elif clean and isinstance(m, _NORMS):

@@ -362,3 +362,78 @@ def test_prune_at_init_vgg_with_max_pools_and_convnet_with_groupnorm():
         batches = ScoringBatches(torch.randn(6, *shape), torch.arange(6) % 3, shape, 3)
         mask = prune_at_init(model, PXScorer(), 0.05, batches, rounds=3)
         assert mask.kept == round(0.05 * mask.total)
+
+
+# ------------------------------------------------------------------------------- functional activations
+class _FunctionalVGG(nn.Module):
+    """A small VGG-style net whose forward calls F.relu (and friends), with an nn.ReLU twin below."""
+
+    def __init__(self, modules: bool, how: str = "F.relu") -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16 * 4 * 4, 5)
+        self.modules_, self.how = modules, how
+        self.relus = nn.ModuleList([nn.ReLU() for _ in range(3)])
+
+    def _act(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        if self.modules_:
+            return self.relus[i](x)
+        if self.how == "F.relu":
+            return F.relu(x, inplace=i == 1)
+        if self.how == "torch.relu":
+            return torch.relu(x)
+        return x.relu_()  # the tensor method, in place
+
+    def forward(self, x):
+        x = self.pool(self._act(0, self.bn1(self.conv1(x))))
+        x = self.pool(self._act(1, self.bn2(self.conv2(x))))
+        return self.fc(self._act(2, self.conv3(x)).flatten(1))
+
+
+@pytest.mark.parametrize("how", ["F.relu", "torch.relu", "Tensor.relu_"])
+@pytest.mark.parametrize("variant", ["clean", "official"])
+def test_a_functional_relu_model_gets_exactly_its_module_twins_scores_and_mask(how, variant):
+    torch.manual_seed(0)
+    functional = _FunctionalVGG(modules=False, how=how).to(F64)
+    twin = _FunctionalVGG(modules=True).to(F64)
+    twin.load_state_dict(functional.state_dict())
+    xs = torch.randn(6, 3, 16, 16, dtype=F64)
+    a, b = _score(functional, xs, variant=variant), _score(twin, xs, variant=variant)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    masks = [prune_at_init(m, PXScorer(variant=variant), 0.02, _batches(xs), rounds=3) for m in (functional, twin)]
+    assert all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
+
+
+def test_a_torchvision_model_mixing_modules_and_functional_relu_is_gated_completely():
+    """torchvision's DenseNet: nn.ReLU modules in its layers, F.relu(..., inplace=True) in its forward."""
+    from torchvision.models import DenseNet
+
+    class ModuleReluDenseNet(nn.Module):  # the same network with the last ReLU as a module
+        def __init__(self, net: DenseNet) -> None:
+            super().__init__()
+            self.features, self.classifier, self.relu = net.features, net.classifier, nn.ReLU()
+
+        def forward(self, x):
+            out = F.adaptive_avg_pool2d(self.relu(self.features(x)), (1, 1))
+            return self.classifier(torch.flatten(out, 1))
+
+    torch.manual_seed(1)
+    net = DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2, num_classes=3).to(F64)
+    net.eval()
+    xs = torch.randn(4, 3, 32, 32, dtype=F64)
+    a, b = _score(net, xs), _score(ModuleReluDenseNet(net), xs)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("act, name", [(nn.GELU(), "GELU"), (nn.SiLU(), "SiLU"), (nn.LeakyReLU(), "LeakyReLU"),
+                                       (nn.ReLU6(), "Hardtanh"), (nn.Tanh(), "tanh")])
+def test_an_activation_px_cannot_gate_is_refused_by_name(act, name):
+    model = nn.Sequential(nn.Linear(4, 6), act, nn.Linear(6, 2)).to(F64)
+    with pytest.raises(ValueError, match=f"applies {name}, which has no 0/1 path gate"):
+        _score(model, torch.randn(3, 4, dtype=F64))
+    assert not torch._C._is_torch_function_mode_enabled()  # the gating mode ended with the pass
