@@ -94,6 +94,15 @@ def _fix_total(counts: dict[str, int], numel: Mapping[str, int], movable: list[s
     return counts
 
 
+def exact_uniform_counts(density: float, shapes: Mapping[str, torch.Size]) -> dict[str, int]:
+    """The same density in every layer, rounded so that the total is exactly kept_count(density, all
+    weights): the largest layers absorb the rounding (by at most one weight each)."""
+    d = _check_density(density)
+    numel = {n: math.prod(s) for n, s in shapes.items()}
+    counts = {n: kept_count(d, numel[n]) for n in shapes}
+    return _fix_total(counts, numel, list(shapes), kept_count(d, sum(numel.values())))
+
+
 def allocate_counts(
     kind: str,
     density: float | None,

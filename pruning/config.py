@@ -19,7 +19,9 @@ METHOD_ABLATIONS: dict[str, frozenset[str]] = {
     "imp": IMP_ABLATIONS, "distilled_imp": IMP_ABLATIONS, "imp_subset": IMP_ABLATIONS,
     "magnitude": ALL_ABLATIONS, "random": ALL_ABLATIONS, "snip": ALL_ABLATIONS, "grasp": ALL_ABLATIONS,
     "synflow": ALL_ABLATIONS, "px": ALL_ABLATIONS,
+    "wanda": frozenset(), "sparsegpt": frozenset(),
 }
+POST_TRAINING = ("wanda", "sparsegpt")  # prune a trained dense net from calibration examples
 
 
 def method_names() -> list[str]:
@@ -61,6 +63,25 @@ def _small_set_training() -> TrainConfig:
                        weight_decay=5e-4, schedule="multistep", milestones=[150], gamma=0.1)
 
 
+class PostTrainConfig(BaseModel):
+    """Wanda and SparseGPT (see ``pruning.posttrain``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    structure: Literal["unstructured", "nm"] = Field("unstructured", description="prune single weights, or "
+                                                     "keep n of every m consecutive inputs of each output (N:M)")
+    n: int = Field(2, ge=1, description="N of N:M (kept per group)")
+    m: int = Field(4, ge=2, description="M of N:M (group size)")
+    damp: float = Field(0.01, gt=0, description="SparseGPT: dampening of H, as a fraction of its mean diagonal")
+    blocksize: int = Field(128, ge=1, description="SparseGPT: columns per lazy-update block")
+
+    @model_validator(mode="after")
+    def _check_nm(self) -> "PostTrainConfig":
+        if self.n >= self.m:
+            raise ValueError(f"N:M needs n < m, got {self.n}:{self.m}")
+        return self
+
+
 class PruneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -97,6 +118,12 @@ class PruneConfig(BaseModel):
     ablation: Literal["none", "shuffle", "reinit", "invert"] = Field(
         "none", description="sanity checks (Frankle et al. 2021): permute each layer's mask, redraw weights, keep lowest scores"
     )
+    post: PostTrainConfig = Field(default_factory=PostTrainConfig,
+        description="wanda/sparsegpt: structure and SparseGPT's solver settings; calibration examples: "
+        "examples_per_class")
+    retrain: bool | None = Field(
+        None, description="wanda/sparsegpt only: false (their default) evaluates the one-shot result, as their "
+        "papers report; true retrains the mask from the rewind point like every other method")
     pdp: PDPConfig = Field(default_factory=PDPConfig, description="PDP's options (method pdp only)")
     distill: DistillConfig = Field(
         default_factory=lambda: DistillConfig(method="dm"),
@@ -131,6 +158,14 @@ class PruneConfig(BaseModel):
                     f"ablation {self.ablation!r} does not apply to method {self.method!r}; allowed for it: "
                     + (", ".join(sorted(allowed)) if allowed else "none")
                 )
+        if self.retrain is not None and self.method not in POST_TRAINING:
+            raise ValueError(f"retrain applies to post-training methods ({', '.join(POST_TRAINING)}); "
+                             f"method {self.method!r} always retrains its mask")
+        if self.method in POST_TRAINING and self.post.structure == "nm":
+            implied = 1 - self.post.n / self.post.m
+            if abs(self.sparsity - implied) > 1e-9:
+                raise ValueError(f"{self.method} {self.post.n}:{self.post.m} fixes sparsity at {implied:g}; "
+                                 f"set prune.sparsity to {implied:g}")
         if self.method == "pdp" and self.pdp.structure == "nm":
             implied = 1 - self.pdp.n / self.pdp.m
             if abs(self.sparsity - implied) > 1e-9:

@@ -25,7 +25,9 @@ from .ablations import InvertedScorer
 from .config import METHOD_ABLATIONS, PruneConfig, method_names  # noqa: F401 (method_names re-exported)
 from .imp import level_densities
 from .scorers import SCORERS, Scorer, ScoringBatches
-from .stages import ImpLevel, ImpMask, PdpMask, Pretrain, ScoreMask, small_set_augment  # noqa: F401
+from .stages import (  # noqa: F401
+    ImpLevel, ImpMask, PdpMask, PostTrainMask, Pretrain, ScoreMask, small_set_augment,
+)
 
 # What every pruning-at-init mask reads besides its scorer's own options.
 AT_INIT_FIELDS = ("sparsity", "scope", "ignore", "allocation", "layer_densities", "rounds", "schedule", "ablation")
@@ -167,11 +169,21 @@ def _plan_pdp(t: TrialSettings) -> MethodPlan:
     return MethodPlan(mask, None, search=[mask])
 
 
+def _plan_post_training(t: TrialSettings) -> MethodPlan:
+    """Prune the dense trained net from calibration examples; evaluate that (one-shot, the default) or
+    retrain the mask from theta_k like every other method (``prune.retrain: true``)."""
+    pretrain = _pretrain(t, "end")
+    mask = PostTrainMask(method=t.prune.method, trained=pretrain, prune=t.prune, seed=t.seed)
+    return MethodPlan(mask, pretrain if t.prune.retrain else None, search=[pretrain, mask])
+
+
 register(MethodSpec("dense", _plan_dense))
 register(MethodSpec("imp", _plan_imp))
 register(MethodSpec("magnitude", _plan_magnitude))
 register(MethodSpec("pdp", _plan_pdp, trains=True))
 register(MethodSpec("distilled_imp", lambda t: _plan_small_set_imp(t, t.prune.distill), small_set=True))
+register(MethodSpec("wanda", _plan_post_training, needs_data=True))
+register(MethodSpec("sparsegpt", _plan_post_training, needs_data=True))
 register(MethodSpec("imp_subset", lambda t: _plan_small_set_imp(t, subset_config(t.prune.distill)), small_set=True))
 
 

@@ -334,6 +334,63 @@ class PdpMask(Stage):
         return {"sample_passes": result.sample_passes, "wall_time_s": result.wall_time_s}
 
 
+# ---------------------------------------------------------------------------- post-training pruning
+@register_stage
+@dataclass(eq=False)
+class PostTrainMask(Stage):
+    """Wanda or SparseGPT on the dense trained net (``pruning.posttrain``): the mask, and the pruned net's
+    weights (SparseGPT changes the survivors), which the one-shot result is evaluated on."""
+
+    name: ClassVar[str] = "posttrain"
+    method: str
+    trained: Pretrain  # until='end'
+    prune: PruneConfig
+    seed: int  # which calibration examples
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("sparsity", "ignore", "examples_per_class", "post")
+
+    def settings(self) -> dict[str, Any]:
+        return {"method": self.method, **prune_settings(self.prune, self.FIELDS), "seed": self.seed}
+
+    def inputs(self) -> dict[str, Stage]:
+        return {"trained": self.trained}
+
+    def check(self, env: StageEnv) -> None:
+        from .posttrain import as_matrix, _module_of
+
+        p = self.prune
+        data = env.data(self.trained.data)
+        model = fresh_model(data, self.trained.model, self.seed)
+        params = Mask.ones(model, p.ignore)
+        if p.post.structure == "nm":
+            for name in params:
+                cols = as_matrix(_module_of(model, name)).shape[1]
+                if cols % p.post.m:
+                    raise ValueError(f"prune.post {p.post.n}:{p.post.m}: layer {name} has {cols} inputs per output, "
+                                     f"not a multiple of {p.post.m}; add it to prune.ignore or use unstructured")
+        c, have = smallest_class(data)
+        if have < p.examples_per_class:
+            raise ValueError(f"prune.examples_per_class={p.examples_per_class} (calibration): class {c} has only "
+                             f"{have} training examples; lower it or add data")
+
+    def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
+        from .methods import scoring_batches
+        from .posttrain import prune_post_training
+
+        p = self.prune
+        data = env.data(self.trained.data)
+        model = fresh_model(data, self.trained.model, self.seed)
+        model.load_state_dict(load_state(inputs["trained"], "model.pt"))
+        device = resolve_device(self.trained.train.device)
+        model.to(device).eval()
+        calibration = scoring_batches(data, p.examples_per_class, self.seed, device).x
+        mask = prune_post_training(model, self.method, p.density, p.post, calibration, ignore=p.ignore,
+                                   log=env.log)
+        save_mask(mask.cpu(), out)
+        save_state(state_of(model), out, "model.pt")
+        return {"sample_passes": len(calibration) * len(mask)}  # one calibration pass per layer
+
+
 # ------------------------------------------------------------------------------ retrain, evaluate
 @register_stage
 @dataclass(eq=False)

@@ -36,6 +36,7 @@ IRRELEVANT_TO_RANDOM = {
     "prune.distill": {"method": "dm", "progress_every": 3}, "data.root": "/elsewhere", "data.download": True,
     "train.device": "cpu", "train.eval_batch_size": 17, "prune.px_variant": "official",
     "prune.prune_fraction": 0.5, "prune.bn_mode": "train", "prune.examples_per_class": 3,
+    "prune.post": {"structure": "nm", "damp": 0.1},
 }
 
 

@@ -33,7 +33,8 @@ RAW = yaml.safe_load(textwrap.dedent(
 ))
 
 
-@pytest.mark.parametrize("method", ["random", "magnitude", "snip", "grasp", "synflow", "px", "imp", "pdp"])
+@pytest.mark.parametrize("method", ["random", "magnitude", "snip", "grasp", "synflow", "px", "imp", "pdp", "wanda",
+                                    "sparsegpt"])
 def test_each_method_hits_the_target_sparsity(tmp_path, method):
     cfg = trial_config(RAW, {"prune.method": method, "prune.sparsity": 0.8})
     row = run_trial(cfg, tmp_path, log=lambda m: None)
@@ -154,3 +155,19 @@ def test_a_finished_trial_whose_upstream_entry_was_damaged_still_reads(tmp_path)
 def test_small_set_levels_train_on_the_trials_device():
     cfg = trial_config(RAW, {"prune.method": "distilled_imp", "train.device": "cpu", **SMALL})
     assert trial_graph(cfg).plan.start.train.device == "cpu"
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_post_training_methods_are_one_shot_unless_asked_to_retrain(tmp_path, method):
+    one_shot = run_trial(trial_config(RAW, {"prune.method": method, "prune.sparsity": 0.5}), tmp_path)
+    assert one_shot["retrain_sample_passes"] == 0 and one_shot["search_sample_passes"] > 0
+    retrained = run_trial(trial_config(RAW, {"prune.method": method, "prune.sparsity": 0.5, "prune.retrain": True}),
+                          tmp_path)
+    assert retrained["retrain_sample_passes"] > 0
+    assert retrained["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    nm = trial_config(RAW, {"prune.method": method, "prune.sparsity": 0.5, "prune.post": {"structure": "nm"}})
+    assert run_trial(nm, tmp_path)["achieved_sparsity"] == pytest.approx(0.5, abs=1e-9)
+    with pytest.raises(ConfigError, match="fixes sparsity at 0.5"):
+        trial_config(RAW, {"prune.method": method, "prune.sparsity": 0.7, "prune.post": {"structure": "nm"}})
+    with pytest.raises(ConfigError, match="retrain applies to post-training methods"):
+        trial_config(RAW, {"prune.method": "snip", "prune.retrain": False})
