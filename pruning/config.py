@@ -72,6 +72,8 @@ class PostTrainConfig(BaseModel):
                                                      "keep n of every m consecutive inputs of each output (N:M)")
     n: int = Field(2, ge=1, description="N of N:M (kept per group)")
     m: int = Field(4, ge=2, description="M of N:M (group size)")
+    group: Literal["row", "layer"] = Field("row", description="Wanda: compare scores within each output row "
+                                           "(the paper's default for LLMs) or across the whole layer")
     damp: float = Field(0.01, gt=0, description="SparseGPT: dampening of H, as a fraction of its mean diagonal")
     blocksize: int = Field(128, ge=1, description="SparseGPT: columns per lazy-update block")
 

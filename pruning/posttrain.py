@@ -7,7 +7,8 @@ is a 2-D matrix W (out x in): a Linear's weight, or a convolution's weight flatt
 
 * **Wanda** (Sun et al. 2024, "A Simple and Effective Pruning Approach for Large Language Models"):
   score S_ij = |W_ij| * ||X_j||_2 (the input feature's norm over all calibration tokens); each output
-  row keeps its highest scores (per-output comparison groups), or N of every M consecutive inputs.
+  row keeps its highest scores (per-output comparison groups; ``group: layer`` compares across the
+  layer, the paper's ablation), or N of every M consecutive inputs.
   The surviving weights are not changed.
 * **SparseGPT** (Frantar & Alistarh 2023, "SparseGPT: Massive Language Models Can Be Accurately Pruned
   in One-Shot"): with H = 2 X X^T / n (+ lambda I, lambda = damp * mean diag H), columns are visited
@@ -122,6 +123,9 @@ def wanda_layer(w: torch.Tensor, tokens: torch.Tensor, kept: int, cfg: PostTrain
     scores = wanda_scores(w, tokens)
     if cfg.structure == "nm":
         return ~prune_nm(scores, cfg.n, cfg.m)
+    if cfg.group == "layer":
+        flat = scores.reshape(1, -1)
+        return ~prune_lowest_per_row(flat, torch.tensor([w.numel() - kept])).reshape(w.shape)
     return ~prune_lowest_per_row(scores, row_quotas(*w.shape, kept))
 
 

@@ -88,3 +88,11 @@ def test_a_model_is_pruned_in_place_with_exact_sparsity(method):
     assert sum(int(m.sum()) for m in mask.values()) == round(0.3 * total)
     for name, m in mask.items():
         assert (dict(model.named_parameters())[name][~m] == 0).all()
+
+
+def test_wanda_per_layer_group_keeps_the_layers_best_scores():
+    torch.manual_seed(6)
+    w, x = torch.randn(3, 4, dtype=F64), torch.randn(7, 4, dtype=F64) * torch.tensor([1, 1000, 1, 1], dtype=F64)
+    kept = wanda_layer(w, x, 5, PostTrainConfig(group="layer"))
+    assert set(torch.nonzero(kept.flatten()).flatten().tolist()) == set(wanda_scores(w, x).flatten().topk(5).indices.tolist())
+    assert kept[:, 1].all()  # the loud input's weights survive wherever they are
