@@ -45,10 +45,10 @@ def prune_at_init(
     for d_e in steps:
         with torch.no_grad():
             for n, p in params.items():
-                p.copy_(original[n] * mask[n])
+                p.copy_(original[n] if scorer.revives else original[n] * mask[n])
         scores = scorer.score(work, params, mask, batches)
         missing = set(params) - set(scores)
         if missing:
             raise RuntimeError(f"scorer {type(scorer).__name__} returned no scores for {sorted(missing)}")
-        mask = select_topk(scores, d_e, scope=scope, current=mask)
+        mask = select_topk(scores, d_e, scope=scope, current=None if scorer.revives else mask)
     return mask.cpu()

@@ -19,7 +19,7 @@ METHOD_ABLATIONS: dict[str, frozenset[str]] = {
     "imp": IMP_ABLATIONS, "distilled_imp": IMP_ABLATIONS, "imp_subset": IMP_ABLATIONS,
     "magnitude": ALL_ABLATIONS, "random": ALL_ABLATIONS, "snip": ALL_ABLATIONS, "grasp": ALL_ABLATIONS,
     "synflow": ALL_ABLATIONS, "px": ALL_ABLATIONS,
-    "wanda": frozenset(), "sparsegpt": frozenset(),
+    "wanda": frozenset(), "sparsegpt": frozenset(), "iter_snip": ALL_ABLATIONS, "force": ALL_ABLATIONS,
 }
 POST_TRAINING = ("wanda", "sparsegpt")  # prune a trained dense net from calibration examples
 

@@ -47,6 +47,10 @@ class Scorer:
     # Constructor argument -> the ``PruneConfig`` field it comes from. Building the scorer and its
     # stage key both read this, so an option the scorer does not take cannot change its masks' keys.
     prune_options: ClassVar[dict[str, str]] = {}
+    # True: ``score`` gets the original (unmasked) weights and scores every weight at the current mask,
+    # and selection may bring back a weight an earlier round pruned (FORCE). False: the weights come with
+    # the mask applied and a pruned weight stays pruned.
+    revives: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

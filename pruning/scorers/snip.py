@@ -1,4 +1,5 @@
-"""SNIP (Lee et al. 2019): connection sensitivity abs(dL/dm) at the current mask.
+"""SNIP (Lee et al. 2019): connection sensitivity abs(dL/dm) at the current mask; and its iterative
+forms, iterative SNIP and FORCE (de Jorge et al. 2021), at the end of this module.
 
 The weight is reparametrised as ``w * m`` with ``m`` a float64 tensor of ones that requires grad, and
 the model is run through ``torch.func.functional_call`` with those products substituted for the
@@ -79,7 +80,10 @@ class SNIPScorer(Scorer):
     def score(self, model, params, mask, batches):
         names = list(params)
         weights = {n: params[n].detach() for n in names}
-        gates = {n: torch.ones_like(weights[n], requires_grad=True) for n in names}
+        # The gate is the mask variable itself, at its current value: with masked weights (SNIP) the products
+        # are unchanged and a pruned weight scores 0; with original weights (FORCE) it scores theta * dL/dw.
+        gates = {n: mask[n].to(device=weights[n].device, dtype=weights[n].dtype).requires_grad_(True)
+                 for n in names}
         like = weights[names[0]]
         total = {n: torch.zeros_like(gates[n]) for n in names}
         with scoring_mode(model, self.bn_mode):
@@ -94,3 +98,21 @@ class SNIPScorer(Scorer):
                 for n, g in zip(names, grads):
                     total[n] += g
         return {n: total[n].abs().to(torch.float64) for n in names}
+
+
+@SCORERS.register("iter_snip")
+class IterativeSNIPScorer(SNIPScorer):
+    """Iterative SNIP (de Jorge et al. 2021, "Progressive Skeletonization"): SNIP re-scored on the masked
+    net over rounds (exponential schedule); a weight once pruned stays pruned."""
+
+    default_rounds = 100
+
+
+@SCORERS.register("force")
+class FORCEScorer(SNIPScorer):
+    """FORCE (de Jorge et al. 2021): connection sensitivity abs(theta * dL/dw) of every weight, pruned
+    ones included, at the current masked net w = theta * m; each round selects among all weights, so a
+    weight pruned earlier can come back."""
+
+    default_rounds = 100
+    revives = True

@@ -181,3 +181,59 @@ def test_prune_at_init_exact_count(name, scope, rounds):
             assert layer.kept == round(density * layer.total)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+# ------------------------------------------------------------------------------- iterative SNIP, FORCE
+def _sensitivity_at_mask(model, mask, batches, original: bool):
+    """abs(theta * dL/dw) at w = theta * m by plain backward; theta = the original weights (FORCE) or the
+    masked ones (iterative SNIP)."""
+    net = copy.deepcopy(model).eval()
+    params = prunable_parameters(net)
+    theta = {n: p.detach().clone() for n, p in params.items()}
+    with torch.no_grad():
+        for n, p in params.items():
+            p.mul_(mask[n])
+    net.zero_grad()
+    for x, y in batches:
+        F.cross_entropy(net(x.double()), y).backward()
+    return {n: ((theta[n] if original else theta[n] * mask[n]) * p.grad).abs() for n, p in params.items()}
+
+
+def test_iterative_snip_and_force_are_registered_with_many_rounds():
+    from pruning.scorers.snip import FORCEScorer, IterativeSNIPScorer
+
+    assert SCORERS.get("iter_snip") is IterativeSNIPScorer and SCORERS.get("force") is FORCEScorer
+    assert IterativeSNIPScorer.default_rounds == FORCEScorer.default_rounds == 100
+    assert FORCEScorer.revives and not IterativeSNIPScorer.revives
+
+
+@pytest.mark.parametrize("name", ["iter_snip", "force"])
+def test_iterative_scores_are_the_sensitivity_at_the_current_mask(name):
+    model, batches = _mlp(), _batches((6,))
+    mask = _random_mask(model)
+    scorer = SCORERS.get(name)()
+    work = copy.deepcopy(model)
+    params = prunable_parameters(work)
+    if not scorer.revives:  # iterative SNIP scores the masked net's own weights
+        with torch.no_grad():
+            for n, p in params.items():
+                p.mul_(mask[n])
+    scores = scorer.score(work, params, mask, batches)
+    expected = _sensitivity_at_mask(model, mask, batches, original=scorer.revives)
+    for n in scores:
+        torch.testing.assert_close(scores[n], expected[n])
+    pruned_scores = torch.cat([scores[n][~mask[n]] for n in scores])
+    assert (pruned_scores > 0).any() if scorer.revives else (pruned_scores == 0).all()
+
+
+def test_force_can_bring_back_a_weight_that_iterative_snip_cannot():
+    model, batches = _mlp(), _batches((6,))
+    full = _sensitivity_at_mask(model, Mask.ones(model), batches, original=True)
+    flat = torch.cat([full[n].flatten() for n in full])
+    cut = flat.topk(10).values.min()
+    start = Mask({n: full[n] < cut for n in full})  # the ten most sensitive weights pruned
+    for name, revives in (("iter_snip", False), ("force", True)):
+        mask = prune_at_init(model, SCORERS.get(name)(), 0.5, batches, rounds=1, start=start)
+        assert sum(int(m.sum()) for m in mask.values()) == round(0.5 * 103), name
+        revived = sum(int((mask[n] & ~start[n]).sum()) for n in mask)
+        assert (revived > 0) == revives, (name, revived)
