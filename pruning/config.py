@@ -20,6 +20,7 @@ METHOD_ABLATIONS: dict[str, frozenset[str]] = {
     "magnitude": ALL_ABLATIONS, "random": ALL_ABLATIONS, "snip": ALL_ABLATIONS, "grasp": ALL_ABLATIONS,
     "synflow": ALL_ABLATIONS, "px": ALL_ABLATIONS,
     "wanda": frozenset(), "sparsegpt": frozenset(), "iter_snip": ALL_ABLATIONS, "force": ALL_ABLATIONS,
+    "prospr": ALL_ABLATIONS,
 }
 POST_TRAINING = ("wanda", "sparsegpt")  # prune a trained dense net from calibration examples
 
@@ -113,6 +114,9 @@ class PruneConfig(BaseModel):
     )
     examples_per_class: int = Field(10, ge=1, description="data-driven scorers: class-balanced examples")
     bn_mode: Literal["eval", "train"] = Field("eval", description="SNIP/GraSP: BatchNorm mode while scoring")
+    prospr_steps: int = Field(3, ge=0, description="ProsPr: unrolled SGD steps the meta-gradient goes through "
+                              "(the paper's 3; 0 is SNIP)")
+    prospr_lr: float = Field(0.1, gt=0, description="ProsPr: learning rate of the unrolled steps")
     grasp_temperature: float = Field(200.0, gt=0,
         description="GraSP: softmax temperature of the Hessian-gradient product (the paper's 200)")
     px_variant: Literal["clean", "official"] = Field("clean",

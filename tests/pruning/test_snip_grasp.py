@@ -237,3 +237,55 @@ def test_force_can_bring_back_a_weight_that_iterative_snip_cannot():
         assert sum(int(m.sum()) for m in mask.values()) == round(0.5 * 103), name
         revived = sum(int((mask[n] & ~start[n]).sum()) for n in mask)
         assert (revived > 0) == revives, (name, revived)
+
+
+# ------------------------------------------------------------------------------- ProsPr
+def _prospr_by_hand(model, mask, batches, steps, lr):
+    """The meta-gradient with the MLP's forward written out by hand (weights W_l, biases b_l)."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    gates = [mask[f"{n}.weight"].double().requires_grad_(True) for n in names]
+    w = [layer.weight.detach() * g.detach() * g for layer, g in zip(layers, gates)]  # the masked net's weights
+    b = [layer.bias.detach() for layer in layers]
+
+    def forward(ws, x):
+        h = x.double().flatten(1)
+        for i, (wi, bi) in enumerate(zip(ws, b)):
+            h = h @ wi.T + bi
+            if i < len(ws) - 1:
+                h = torch.relu(h)
+        return h
+
+    data = list(batches)
+    for k in range(steps):
+        x, y = data[k % len(data)]
+        grads = torch.autograd.grad(F.cross_entropy(forward(w, x), y), w, create_graph=True)
+        w = [wi - lr * gi for wi, gi in zip(w, grads)]
+    x, y = data[steps % len(data)]
+    meta = torch.autograd.grad(F.cross_entropy(forward(w, x), y), gates)
+    return {f"{n}.weight": g.abs() for n, g in zip(names, meta)}
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_prospr_is_the_meta_gradient_through_the_unrolled_steps(steps):
+    from pruning.scorers.prospr import ProsPrScorer
+
+    model, batches = _mlp().eval(), _batches((6,), n=12, batch_size=4)
+    mask = _random_mask(model)
+    work = copy.deepcopy(model)
+    params = prunable_parameters(work)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.mul_(mask[n])
+    scores = ProsPrScorer(steps=steps, lr=0.2).score(work, params, mask, batches)
+    expected = _prospr_by_hand(model, mask, batches, steps, 0.2)
+    for n in expected:
+        torch.testing.assert_close(scores[n], expected[n])
+    if steps == 0:  # no step taken: SNIP on the first batch
+        x, y = next(iter(batches))
+        snip = SNIPScorer().score(work, params, mask, ScoringBatches(x, y, (6,), 3, batch_size=4))
+        for n in snip:
+            torch.testing.assert_close(scores[n], snip[n])
+    else:  # the steps matter: a different ranking than SNIP's
+        snip = SNIPScorer().score(work, params, mask, batches)
+        assert any(not torch.allclose(scores[n], snip[n]) for n in snip)
