@@ -63,6 +63,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _density_axis(ax, xlabel: str, ylabel: str) -> None:
+    """Density on a log axis, decreasing to the right (more pruning further along), as the papers plot it."""
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+
+
 def _density(r: dict) -> float | None:
     d = _num(r.get("density"))
     if d is None and _num(r.get("target_sparsity")) is not None:
@@ -104,11 +113,7 @@ def accuracy_vs_density(data: SweepData, path: Path) -> Path | None:
         ax.scatter(xs, ys, marker="x", s=40, label=f"{method} (search)")
     if dense:
         ax.axhline(statistics.fmean(dense), color="black", linestyle="--", label="dense")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("density (fraction of prunable weights kept, log)")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3, which="both")
+    _density_axis(ax, "density (fraction of prunable weights kept, log)", "test accuracy")
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -181,13 +186,9 @@ def search_cost(data: SweepData, path: Path) -> Path | None:
         if any(alone):
             a1.plot(ds, alone, linestyle=":", color=line.get_color(), label=f"{method}: distillation alone")
     for ax, label in ((a1, "search wall-clock (s, distillation amortised)"), (a2, "search sample passes")):
-        ax.set_xscale("log")
-        ax.invert_xaxis()
+        _density_axis(ax, "density (log)", label)
         ax.set_yscale("symlog", linthresh=1.0)
         ax.set_ylim(bottom=0)
-        ax.set_xlabel("density (log)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3, which="both")
     a1.legend(fontsize=7)
     return _save(fig, path)
 
@@ -254,11 +255,7 @@ def imp_levels(data: SweepData, path: Path) -> Path | None:
                       if _num(lv.get("density")) and _num(lv.get("test_accuracy")) is not None), reverse=True)
         if pts:
             ax.plot(*zip(*pts), marker=".", label=name)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("level density (log)")
-    ax.set_ylabel("test accuracy of the level's net")
-    ax.grid(alpha=0.3, which="both")
+    _density_axis(ax, "level density (log)", "test accuracy of the level's net")
     ax.legend(fontsize=7)
     return _save(fig, path)
 

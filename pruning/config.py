@@ -32,7 +32,29 @@ def method_names() -> list[str]:
 Structure = Literal["unstructured", "nm", "channel"]
 
 
-class PDPConfig(BaseModel):
+class NMPattern(BaseModel):
+    """N:M sparsity: n kept in every group of m (used by PDP's and the post-training methods' nm mode)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(2, ge=1, description="N of N:M (kept per group)")
+    m: int = Field(4, ge=2, description="M of N:M (group size)")
+
+    @model_validator(mode="after")
+    def _check_nm(self) -> "NMPattern":
+        if self.n >= self.m:
+            raise ValueError(f"N:M needs n < m, got {self.n}:{self.m}")
+        return self
+
+    def check_sparsity(self, method: str, sparsity: float) -> None:
+        """N:M fixes the sparsity; a different target is a contradiction, not a request."""
+        implied = 1 - self.n / self.m
+        if abs(sparsity - implied) > 1e-9:
+            raise ValueError(f"{method} {self.n}:{self.m} fixes sparsity at {implied:g}; "
+                             f"set prune.sparsity to {implied:g}")
+
+
+class PDPConfig(NMPattern):
     model_config = ConfigDict(extra="forbid")
 
     tau: float = Field(1e-4, gt=0, description="soft-mask temperature (units of w^2, or of t^2 if relative)")
@@ -45,14 +67,6 @@ class PDPConfig(BaseModel):
     )
     structure: Structure = Field("unstructured",
         description="prune single weights, N:M groups, or whole output channels")
-    n: int = Field(2, ge=1, description="N of N:M (kept per group)")
-    m: int = Field(4, ge=2, description="M of N:M (group size)")
-
-    @model_validator(mode="after")
-    def _check_nm(self) -> "PDPConfig":
-        if self.n >= self.m:
-            raise ValueError(f"N:M needs n < m, got {self.n}:{self.m}")
-        return self
 
 
 
@@ -64,25 +78,17 @@ def _small_set_training() -> TrainConfig:
                        weight_decay=5e-4, schedule="multistep", milestones=[150], gamma=0.1)
 
 
-class PostTrainConfig(BaseModel):
+class PostTrainConfig(NMPattern):
     """Wanda and SparseGPT (see ``pruning.posttrain``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     structure: Literal["unstructured", "nm"] = Field("unstructured", description="prune single weights, or "
                                                      "keep n of every m consecutive inputs of each output (N:M)")
-    n: int = Field(2, ge=1, description="N of N:M (kept per group)")
-    m: int = Field(4, ge=2, description="M of N:M (group size)")
     group: Literal["row", "layer"] = Field("row", description="Wanda: compare scores within each output row "
                                            "(the paper's default for LLMs) or across the whole layer")
     damp: float = Field(0.01, gt=0, description="SparseGPT: dampening of H, as a fraction of its mean diagonal")
     blocksize: int = Field(128, ge=1, description="SparseGPT: columns per lazy-update block")
-
-    @model_validator(mode="after")
-    def _check_nm(self) -> "PostTrainConfig":
-        if self.n >= self.m:
-            raise ValueError(f"N:M needs n < m, got {self.n}:{self.m}")
-        return self
 
 
 class PruneConfig(BaseModel):
@@ -168,16 +174,9 @@ class PruneConfig(BaseModel):
             raise ValueError(f"retrain applies to post-training methods ({', '.join(POST_TRAINING)}); "
                              f"method {self.method!r} always retrains its mask")
         if self.method in POST_TRAINING and self.post.structure == "nm":
-            implied = 1 - self.post.n / self.post.m
-            if abs(self.sparsity - implied) > 1e-9:
-                raise ValueError(f"{self.method} {self.post.n}:{self.post.m} fixes sparsity at {implied:g}; "
-                                 f"set prune.sparsity to {implied:g}")
+            self.post.check_sparsity(self.method, self.sparsity)
         if self.method == "pdp" and self.pdp.structure == "nm":
-            implied = 1 - self.pdp.n / self.pdp.m
-            if abs(self.sparsity - implied) > 1e-9:
-                raise ValueError(
-                    f"pdp {self.pdp.n}:{self.pdp.m} fixes sparsity at {implied:g}; set prune.sparsity to {implied:g}"
-                )
+            self.pdp.check_sparsity("pdp", self.sparsity)
         return self
 
     @property
