@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import math
+import shutil
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -283,9 +284,10 @@ def draw(data: SweepData, out: Path) -> list[Figure]:
         path = fn(data, out / f"{name}.png")
         if path is not None:
             figures.append(Figure(name, title, caption, path))
-    for label, picture in data.set_pictures:
-        figures.append(Figure(f"set_{label}", f"Distilled set {label}", "The small training set the search used.",
-                              picture))
+    for i, (label, picture) in enumerate(data.set_pictures):  # copied beside the others: the store may be remote
+        path = out / f"small_set_{i}.png"
+        shutil.copyfile(picture, path)
+        figures.append(Figure(path.stem, f"Small training set: {label}", "The set the search trained on.", path))
     return figures
 
 
