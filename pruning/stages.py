@@ -261,8 +261,10 @@ class ScoreMask(Stage):
 
         p = self.prune
         data = env.data(self.start.data)
-        shapes = layer_shapes(fresh_model(data, self.start.model, self.seed), p.ignore)
+        model = fresh_model(data, self.start.model, self.seed)
+        shapes = layer_shapes(model, p.ignore)
         if self.method != "dense":
+            SCORERS.get(self.method).check_model(model, data.input_shape)
             try:
                 allocate(p.effective_allocation, p.density, shapes, p.layer_densities or None)
             except ValueError as exc:

@@ -1,7 +1,8 @@
 """Architectures the pipeline prunes, behind one name -> builder registry.
 
-Pruning scorers (PX gating, SynFlow linearisation) work by hooking modules, so every model built here keeps
-three invariants the scorers rely on:
+Pruning scorers (PX gating, SynFlow linearisation) work by hooking modules, so every convolutional model
+built here keeps three invariants the scorers rely on (the transformer in ``training/vit.py`` is the
+exception: GELU activations, which PX refuses by name):
 
 * every non-linearity is its own ``nn.ReLU()`` module instance, never inplace and never ``F.relu`` in a
   forward, and each instance runs exactly once per forward (a hook sees one activation per module);
@@ -416,3 +417,6 @@ def _build_torchvision(tv_name: str, opts: TorchvisionOptions, shape: InputShape
     if c != 3:
         model = ChannelAdapter(model, c)
     return model
+
+
+from . import vit  # noqa: E402,F401  (one file per family as families grow; it registers itself here)

@@ -74,6 +74,20 @@ class ConvNetOptions(ModelOptions):
         description="normalisation after each conv (instance norm as in the distillation literature)")
 
 
+class ViTOptions(ModelOptions):
+    patch_size: int = Field(4, ge=1, description="square patches; must divide the image's height and width")
+    dim: int = Field(64, ge=1, description="token width (a multiple of heads)")
+    depth: int = Field(2, ge=1, description="transformer blocks")
+    heads: int = Field(4, ge=1, description="attention heads per block")
+    mlp_ratio: float = Field(2.0, gt=0, description="MLP hidden width = mlp_ratio * dim")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> "ViTOptions":
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        return self
+
+
 class ResNetOptions(ModelOptions):
     width: int = Field(16, ge=1, description="stage-1 width; stages use width, 2*width, 4*width")
 
@@ -103,6 +117,7 @@ class TorchvisionOptions(ModelOptions):
 MODEL_OPTIONS: dict[str, type[ModelOptions]] = {
     "mlp": MLPOptions, "conv1d": Conv1dOptions, "convnet": ConvNetOptions,
     "resnet20": ResNetOptions, "resnet56": ResNetOptions, "vgg11_bn": VGGOptions, "vgg16_bn": VGGOptions,
+    "vit": ViTOptions,
 }
 
 

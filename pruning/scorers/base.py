@@ -60,5 +60,9 @@ class Scorer:
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    @classmethod
+    def check_model(cls, model: nn.Module, input_shape: tuple[int, ...]) -> None:
+        """Raise ``ValueError`` if this scorer cannot score ``model`` (the sweep's pre-flight asks)."""
+
 
 SCORERS: Registry[type[Scorer]] = Registry("pruning scorer", declared=METHOD_ABLATIONS)

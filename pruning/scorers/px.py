@@ -233,6 +233,18 @@ class PXScorer(Scorer):
             raise ValueError(f"unknown PX variant {variant!r}; allowed: {', '.join(VARIANTS)}")
         self.variant = variant
 
+    @classmethod
+    def check_model(cls, model: nn.Module, input_shape: tuple[int, ...]) -> None:
+        """One forward with the gating mode watching: an activation PX cannot gate raises by name."""
+        tape = _Tape()
+        was = model.training
+        try:
+            model.eval()
+            with torch.no_grad(), _ReluGates(tape, "real"):
+                model(torch.zeros(1, *input_shape))
+        finally:
+            model.train(was)
+
     # ----------------------------------------------------------------------------------- public
     def score(self, model, params, mask, batches):
         clean = self.variant == "clean"

@@ -136,3 +136,8 @@ def test_a_directory_holding_another_configs_finished_sweep_is_left_alone(tmp_pa
     assert "holds the finished sweep 't' of another config" in err
     assert (out / "sweep.json").read_text() == before and sorted(p.name for p in out.iterdir()) == ["sweep.json"]
     assert json.loads(before)["status"] == "finished"
+
+
+def test_px_on_a_model_with_activations_it_cannot_gate_is_refused_up_front(tmp_path, capsys):
+    text = BASE.replace("name: mlp, options: {widths: [16]}", "name: vit, options: {patch_size: 2, dim: 16, heads: 4}")
+    _refused(tmp_path, capsys, text.replace("method: magnitude", "method: px"), "applies GELU")

@@ -171,3 +171,20 @@ def test_post_training_methods_are_one_shot_unless_asked_to_retrain(tmp_path, me
         trial_config(RAW, {"prune.method": method, "prune.sparsity": 0.7, "prune.post": {"structure": "nm"}})
     with pytest.raises(ConfigError, match="retrain applies to post-training methods"):
         trial_config(RAW, {"prune.method": "snip", "prune.retrain": False})
+
+
+@pytest.mark.parametrize("model", [{"name": "vit", "options": {"patch_size": 2, "dim": 16, "heads": 4}},
+                                   {"name": "convnet", "options": {"width": 8, "depth": 2}}], ids=["vit", "convnet"])
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_post_training_methods_prune_a_trained_vit_and_convnet(tmp_path, model, method):
+    cfg = trial_config(RAW, {"model": model, "prune.method": method, "prune.sparsity": 0.6, "train.epochs": 2})
+    row = run_trial(cfg, tmp_path)
+    report = json.loads(stage_file(tmp_path, cfg, "evaluate", "sparsity.json").read_text())
+    assert report["kept"] == round(0.4 * report["total"]) and 0 <= row["test_accuracy"] <= 1
+
+
+def test_px_refuses_the_vit_by_naming_its_activation(tmp_path):
+    cfg = trial_config(RAW, {"model": {"name": "vit", "options": {"patch_size": 2, "dim": 16, "heads": 4}},
+                             "prune.method": "px", "prune.rounds": 1})
+    with pytest.raises(ValueError, match="applies GELU, which has no 0/1 path gate"):
+        run_trial(cfg, tmp_path)

@@ -30,8 +30,11 @@ CASES = [
     ("vgg11_bn", CIFAR, 4),
     ("resnet56", CIFAR, 2),
     ("vgg16_bn", CIFAR, 2),
+    ("vit", DIGITS, 4),
+    ("vit", CIFAR, 4),
 ]
 SMALL_CASES = [c for c in CASES if c[0] not in ("resnet56", "vgg16_bn")]
+RELU_CASES = [c for c in SMALL_CASES if c[0] != "vit"]  # the transformer uses GELU (PX refuses it by name)
 
 ACTIVATION_TYPES = tuple(
     getattr(nn, n)
@@ -80,7 +83,7 @@ def _swap_relus(model: nn.Module) -> None:
                 setattr(parent, child_name, _ClampReLU())
 
 
-@pytest.mark.parametrize(("name", "shape", "batch"), SMALL_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize(("name", "shape", "batch"), RELU_CASES, ids=lambda v: str(v))
 def test_activations_are_hookable_relu_modules(name: str, shape: tuple[int, ...], batch: int,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     model = create_model(name, shape, 5)
@@ -269,3 +272,19 @@ def test_conv_and_linear_biases_start_at_zero() -> None:
         for m in model.modules():
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and m.bias is not None:
                 assert torch.count_nonzero(m.bias) == 0, (name, m)
+
+
+def test_vit_projections_are_separate_prunable_linears_and_patches_must_fit():
+    model = create_model("vit", DIGITS, 10, patch_size=2, dim=16, heads=4, depth=2, mlp_ratio=2.0)
+    from pruning.mask import prunable_parameters
+
+    names = list(prunable_parameters(model))
+    assert names[0] == "patch.weight" and names[-1] == "fc.weight"
+    per_block = [n for n in names if n.startswith("blocks.0.")]
+    assert per_block == [f"blocks.0.attn.{p}.weight" for p in "qkv"] + ["blocks.0.attn.proj.weight",
+                                                                      "blocks.0.mlp.0.weight", "blocks.0.mlp.2.weight"]
+    assert model.blocks[0].mlp[0].out_features == 32
+    with pytest.raises(ValueError, match="patch_size 3 must divide the input size 8x8"):
+        create_model("vit", DIGITS, 10, patch_size=3)
+    with pytest.raises(pydantic.ValidationError, match="multiple of heads"):
+        create_model("vit", DIGITS, 10, dim=10, heads=4)
