@@ -69,19 +69,24 @@ def swept_settings(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return columns
 
 
-def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+def to_table(rows: list[dict[str, Any]], extra_columns: bool = False) -> pa.Table:
+    """The fixed columns, the swept settings, and with ``extra_columns`` any other key the rows carry."""
     columns = REQUIRED + EXTRA
     data = {c: [_clean(r.get(c)) for r in rows] for c in columns}
-    return pa.table({**data, **swept_settings(rows)})
+    more = {}
+    if extra_columns:
+        for key in sorted({k for r in rows for k in r} - set(columns)):
+            more[key] = [_clean(r.get(key)) for r in rows]
+    return pa.table({**data, **swept_settings(rows), **more})
 
 
-def write_results(rows: list[dict[str, Any]], path: Path) -> Path:
+def write_results(rows: list[dict[str, Any]], path: Path, extra_columns: bool = False) -> Path:
     """Atomic: a reader never sees a half-written table."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results.", suffix=".parquet")
     os.close(fd)
     try:
-        pq.write_table(to_table(rows), tmp)
+        pq.write_table(to_table(rows, extra_columns), tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

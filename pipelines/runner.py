@@ -363,6 +363,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
                        store, {}, points, len(todo), view)
         if cfg.sweep.optuna is not None:
             _optuna_phase(cfg, raw, out_dir, target, store, state, view)
+            _log_search_outcome(cfg, out_dir, parent)
         outcome.rows = _collect_rows(out_dir)
         amortize_distillation(outcome.rows)
         outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
@@ -423,19 +424,54 @@ def _shared_stages_first(points: list[dict], raw: dict, cfg: ExperimentConfig, s
 
 def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: TrackingTarget, store: ArtifactStore,
                   state: SweepState, view: SweepView) -> None:
+    from search.space import CONSTRAINED_SAMPLERS
     from search.study import StudySearcher, open_study, remaining_trials, settle_ended
 
     opt = cfg.sweep.optuna
     metrics = [o.metric for o in opt.objectives]
-    study = open_study(state.study_path, state.study_name, [o.mode for o in opt.objectives], opt.sampler, opt.seed)
+    constraints = opt.parsed_constraints()
+    study = open_study(state.study_path, state.study_name, [o.mode for o in opt.objectives], opt.sampler, opt.seed,
+                       space=opt.space, constrained=bool(constraints) and opt.sampler in CONSTRAINED_SAMPLERS)
     ended = {int(slot.split("-")[1]): r["row"] for slot, r in TrialRecords(out_dir).all().items()
              if slot.startswith("optuna-") and "row" in r}
-    settle_ended(study, ended, metrics)
+    settle_ended(study, ended, metrics, constraints)
     todo = remaining_trials(study, opt.num_samples)
-    if todo == 0:
-        return
-    searcher = StudySearcher(study, {k: d.to_optuna() for k, d in opt.space.items()}, metrics, opt.num_samples)
-    view.say(f"optuna phase: {todo} trials (study {state.study_name!r} in {state.study_path}), "
-         f"objectives {[(o.metric, o.mode) for o in opt.objectives]}")
-    _run_phase("optuna", state.attempts, {}, {"search_alg": searcher, "num_samples": todo}, cfg, raw, out_dir,
-               target, store, dict(opt.fixed), [], todo, view)
+    if todo > 0:
+        searcher = StudySearcher(study, {k: d.to_optuna() for k, d in opt.space.items()}, metrics, opt.num_samples,
+                                 constraints)
+        view.say(f"optuna phase: {todo} trials (study {state.study_name!r} in {state.study_path}), "
+                 f"objectives {[(o.metric, o.mode) for o in opt.objectives]}"
+                 + (f", constraints {opt.constraints}" if constraints else ""))
+        _run_phase("optuna", state.attempts, {}, {"search_alg": searcher, "num_samples": todo}, cfg, raw, out_dir,
+                   target, store, dict(opt.fixed), [], todo, view)
+    _write_pareto(study, out_dir, metrics)
+
+
+def _log_search_outcome(cfg: ExperimentConfig, out_dir: Path, parent: RunLogger) -> None:
+    """pareto.parquet and the best trial per objective (among those meeting every constraint) on the parent run."""
+    opt = cfg.sweep.optuna
+    constraints = opt.parsed_constraints()
+    feasible = [r for r in _collect_rows(out_dir) if r.get("phase") == "optuna" and r.get("status") == "ok"
+                and all(isinstance(r.get(c.metric), (int, float)) and c.violation(r[c.metric]) <= 0 for c in constraints)]
+    for o in opt.objectives:
+        scored = [r for r in feasible if isinstance(r.get(o.metric), (int, float)) and math.isfinite(r[o.metric])]
+        if scored:
+            best = (max if o.mode == "max" else min)(scored, key=lambda r: r[o.metric])
+            parent.tags({f"best.{o.metric}": f"{best['slot']}: {best[o.metric]:.6g} (overrides {best.get('overrides')})"})
+    if (out_dir / "pareto.parquet").is_file():
+        parent.artifact(out_dir / "pareto.parquet")
+
+
+def _write_pareto(study, out_dir: Path, metrics: list[str]) -> Path:
+    """DIR/pareto.parquet: the study's non-dominated COMPLETE trials that meet every constraint, each with
+    its objectives, its searched settings and its result row (joined by slot)."""
+    from search.study import pareto_trials
+
+    rows = {r.get("slot"): r for r in _collect_rows(out_dir)}
+    front = []
+    for t in pareto_trials(study):
+        row = dict(rows.get(f"optuna-{t.number}", {}))
+        row.update({"optuna_number": t.number, **{f"objective.{m}": v for m, v in zip(metrics, t.values)},
+                    **{f"param.{k}": v for k, v in t.params.items()}})
+        front.append(row)
+    return write_results(front, out_dir / "pareto.parquet", extra_columns=True)

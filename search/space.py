@@ -6,9 +6,11 @@ against the experiment schema before Ray starts.
 from __future__ import annotations
 
 import itertools
+import math
+import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class FloatRange(BaseModel):
@@ -82,11 +84,41 @@ class Categorical(BaseModel):
 Distribution = Annotated[Union[FloatRange, IntRange, Categorical], Field(discriminator="type")]
 
 
+Metric = Literal["val_accuracy", "test_accuracy", "remaining_params", "density", "flops"]
+SAMPLER_NAMES = ("tpe", "random", "nsga2", "nsga3", "gp", "qmc", "grid", "bruteforce")
+CONSTRAINED_SAMPLERS = ("tpe", "nsga2", "nsga3", "gp")  # Optuna samplers that steer by constraints
+_CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+
+
 class Objective(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    metric: Literal["val_accuracy", "test_accuracy", "remaining_params", "density", "flops"] = Field("val_accuracy",
-        description="a result column to optimise")
+    metric: Metric = Field("val_accuracy", description="a result column to optimise")
     mode: Literal["max", "min"] = Field("max", description="maximise or minimise it")
+
+
+class Constraint(BaseModel):
+    """``metric <= bound`` or ``metric >= bound``, parsed (never evaluated) from text like "flops <= 2e6"."""
+
+    metric: Metric
+    op: Literal["<=", ">="]
+    bound: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        m = _CONSTRAINT.match(text)
+        if not m:
+            raise ValueError(f"constraint {text!r}: expected 'METRIC <= NUMBER' or 'METRIC >= NUMBER'")
+        try:
+            bound = float(m.group(3))
+        except ValueError:
+            raise ValueError(f"constraint {text!r}: {m.group(3)!r} is not a number") from None
+        if not math.isfinite(bound):
+            raise ValueError(f"constraint {text!r}: the bound must be finite")
+        return cls(metric=m.group(1), op=m.group(2), bound=bound)
+
+    def violation(self, value: float) -> float:
+        """Optuna's convention: <= 0 is feasible, the amount above 0 how far from it."""
+        return value - self.bound if self.op == "<=" else self.bound - value
 
 
 class OptunaConfig(BaseModel):
@@ -95,14 +127,36 @@ class OptunaConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     num_samples: int = Field(8, ge=1,
         description="Optuna trials in the study (a resumed or re-run sweep continues it up to this many)")
-    sampler: Literal["tpe", "random", "nsga2"] = Field("tpe",
-        description="Optuna sampler: TPE, random, or NSGA-II (multi-objective)")
+    sampler: Literal[SAMPLER_NAMES] = Field(  # type: ignore[valid-type]
+        "tpe", description="Optuna sampler by name: tpe, nsga2 / nsga3 (multi-objective), gp, qmc, random; grid and "
+        "bruteforce enumerate a space of categorical choices only")
     seed: int = Field(0, description="sampler seed")
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1,
         description="metric and direction of each objective; two or more make the search multi-objective")
+    constraints: list[str] = Field(default_factory=list, description="hard constraints on result columns, e.g. "
+        "'flops <= 2e6': trials that break one are never on the Pareto front; tpe, nsga2, nsga3 and gp steer by them")
     space: dict[str, Distribution] = Field(min_length=1,
         description="dotted config path -> range or choices (see Search spaces below)")
     fixed: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value for every Optuna trial")
+
+    @field_validator("constraints")
+    @classmethod
+    def _parse_constraints(cls, v: list[str]) -> list[str]:
+        for text in v:
+            Constraint.parse(text)
+        return v
+
+    @model_validator(mode="after")
+    def _enumerable_for_grid(self) -> "OptunaConfig":
+        if self.sampler in ("grid", "bruteforce"):
+            ranges = [k for k, d in self.space.items() if not isinstance(d, Categorical)]
+            if ranges:
+                raise ValueError(f"sampler {self.sampler!r} enumerates choices: make {ranges} categorical, or "
+                                 "use tpe, random, qmc or gp")
+        return self
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [Constraint.parse(t) for t in self.constraints]
 
 
 class SweepConfig(BaseModel):

@@ -18,22 +18,40 @@ from ray.tune.search import Searcher
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SAMPLERS = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
-}
+CONSTRAINTS_ATTR = "constraints"  # a trial's constraint violations (<= 0: met), as Optuna's samplers read them
+
+
+def _constraints_of(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return trial.user_attrs.get(CONSTRAINTS_ATTR, [])
+
+
+def make_sampler(name: str, seed: int | None, space: dict[str, Any] | None = None, constrained: bool = False):
+    """Optuna's sampler by name; the constrained ones get the trials' recorded constraint violations."""
+    s = optuna.samplers
+    steer = {"constraints_func": _constraints_of} if constrained else {}
+    builders = {
+        "tpe": lambda: s.TPESampler(seed=seed, **steer),
+        "random": lambda: s.RandomSampler(seed=seed),
+        "nsga2": lambda: s.NSGAIISampler(seed=seed, **steer),
+        "nsga3": lambda: s.NSGAIIISampler(seed=seed, **steer),
+        "gp": lambda: s.GPSampler(seed=seed, **steer),
+        "qmc": lambda: s.QMCSampler(seed=seed),
+        "grid": lambda: s.GridSampler({k: list(d.choices) for k, d in (space or {}).items()}, seed=seed),
+        "bruteforce": lambda: s.BruteForceSampler(seed=seed),
+    }
+    return builders[name]()
 
 
 def study_storage(path: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 30}})
 
 
-def open_study(path: str, name: str, modes: list[str], sampler: str, seed: int | None) -> optuna.Study:
+def open_study(path: str, name: str, modes: list[str], sampler: str, seed: int | None,
+               space: dict[str, Any] | None = None, constrained: bool = False) -> optuna.Study:
     """Create the study or continue it; its directions are part of its identity."""
     directions = ["maximize" if m == "max" else "minimize" for m in modes]
     study = optuna.create_study(storage=study_storage(path), study_name=name, directions=directions,
-                                sampler=SAMPLERS[sampler](seed), load_if_exists=True)
+                                sampler=make_sampler(sampler, seed, space, constrained), load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:
         raise ValueError(f"the study {name!r} in {path} has directions "
                          f"{[d.name.lower() for d in study.directions]}, this sweep asks for {directions}")
@@ -48,36 +66,62 @@ def remaining_trials(study: optuna.Study, num_samples: int) -> int:
     return max(0, num_samples - finished)
 
 
-def tell(study: optuna.Study, number: int, result: dict | None, metrics: list[str], error: bool = False) -> None:
-    """COMPLETE with every objective, FAIL for an error, PRUNED for a trial without its objectives."""
+def tell(study: optuna.Study, number: int, result: dict | None, metrics: list[str], error: bool = False,
+         constraints: list = ()) -> None:
+    """COMPLETE with every objective (and its constraint violations recorded), FAIL for an error, PRUNED
+    for a trial without its objectives (e.g. stopped early by a scheduler)."""
     state = optuna.trial.TrialState
     if error or result is None or result.get("status") == "error":
         study.tell(number, state=state.FAIL)
         return
     values = [result.get(m) for m in metrics]
-    if result.get("status") != "ok" or any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+    if result.get("status") != "ok" or any(not _finite(v) for v in values):
         study.tell(number, state=state.PRUNED)
         return
+    if constraints:
+        got = [result.get(c.metric) for c in constraints]
+        violations = [c.violation(float(v)) if _finite(v) else math.inf for c, v in zip(constraints, got)]
+        optuna.trial.Trial(study, study.trials[number]._trial_id).set_user_attr(CONSTRAINTS_ATTR, violations)
     study.tell(number, values if len(values) > 1 else values[0])
 
 
-def settle_ended(study: optuna.Study, rows: dict[int, dict], metrics: list[str]) -> int:
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The non-dominated COMPLETE trials that meet every constraint (PRUNED and FAIL trials never count)."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if all(v <= 0 for v in _constraints_of(t))]
+    signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+
+    def dominates(a, b) -> bool:
+        pa = [s * v for s, v in zip(signs, a.values)]
+        pb = [s * v for s, v in zip(signs, b.values)]
+        return all(x >= y for x, y in zip(pa, pb)) and any(x > y for x, y in zip(pa, pb))
+
+    return [t for t in done if not any(dominates(o, t) for o in done if o is not t)]
+
+
+def settle_ended(study: optuna.Study, rows: dict[int, dict], metrics: list[str], constraints: list = ()) -> int:
     """Tell the study the trials that ended but were never told (the driver died in between)."""
     settled = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial.number in rows:
-            tell(study, trial.number, rows[trial.number], metrics)
+            tell(study, trial.number, rows[trial.number], metrics, constraints=constraints)
             settled += 1
     return settled
 
 
 class StudySearcher(Searcher):
-    def __init__(self, study: optuna.Study, space: dict[str, Any], metrics: list[str], num_samples: int) -> None:
+    def __init__(self, study: optuna.Study, space: dict[str, Any], metrics: list[str], num_samples: int,
+                 constraints: list = ()) -> None:
         super().__init__(metric=None, mode=None)
         self.study = study
         self.space = space
         self.metrics = metrics
         self.num_samples = num_samples
+        self.constraints = list(constraints)
         self._live: dict[str, int] = {}  # Tune trial id -> study trial number
         self._stale = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
 
@@ -99,7 +143,7 @@ class StudySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self._live.pop(trial_id, None)
         if number is not None:
-            tell(self.study, number, result, self.metrics, error)
+            tell(self.study, number, result, self.metrics, error, self.constraints)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study in SQLite is the whole state."""

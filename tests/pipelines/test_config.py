@@ -175,3 +175,24 @@ def test_an_unknown_variant_is_refused_with_the_ones_there_are(tmp_path, capsys)
 def test_a_typo_in_a_variant_is_found_without_choosing_it(tmp_path, capsys):
     code, out = _run_cli(tmp_path, BASE + "variants: {small: {train.epochz: 1}}\n")
     assert code == 2 and "variants.small" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ("constraints: ['flops < 2e6']", "expected 'METRIC <= NUMBER'"),
+    ("constraints: ['latency <= 3']", "constraints"),
+    ("constraints: ['flops <= 1e999']", "finite"),
+    ("sampler: grid", "sampler 'grid' enumerates choices"),
+    ("sampler: cmaes", "sweep.optuna.sampler"),
+])
+def test_bad_search_settings_are_refused(tmp_path, capsys, extra, fragment):
+    text = BASE + "sweep: {optuna: {" + extra + ", space: {prune.sparsity: {type: float, low: 0.3, high: 0.6}}}}\n"
+    code, out = _run_cli(tmp_path, text)
+    assert code == 2 and fragment in capsys.readouterr().err and not out.exists()
+
+
+def test_every_named_sampler_builds():
+    from search.space import SAMPLER_NAMES, Categorical
+    from search.study import make_sampler
+
+    for name in SAMPLER_NAMES:
+        assert make_sampler(name, 0, {"x": Categorical(type="categorical", choices=[1, 2])}) is not None

@@ -2,6 +2,7 @@
 import textwrap
 from pathlib import Path
 
+import optuna
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
@@ -22,9 +23,10 @@ CONFIG = textwrap.dedent(
         - {prune.method: [dense], prune.sparsity: [0.0]}
         - {prune.method: [random, imp], prune.sparsity: [0.75]}
       optuna:
-        num_samples: 2
+        num_samples: 3
         sampler: random
         objectives: [{metric: val_accuracy, mode: max}, {metric: remaining_params, mode: min}]
+        constraints: ["density <= 0.6"]
         fixed: {prune.method: magnitude}
         space:
           prune.sparsity: {type: float, low: 0.3, high: 0.6}
@@ -45,12 +47,12 @@ def test_sweep_runs_trials_through_ray_and_tracks_them(tmp_path, capsys):
     out = tmp_path / "out"
     shared = tmp_path / "shared" / "results.parquet"
     assert main(["run", str(cfg), "--out", str(out), "--set", f"tracking.results_uri={shared.as_uri()}"]) == 0
-    assert pq.read_table(shared).num_rows == 5
+    assert pq.read_table(shared).num_rows == 6
     printed = capsys.readouterr().out
     assert f"MLflow UI: prunetune ui {out}" in printed
 
     table = pq.read_table(out / "results.parquet").to_pylist()
-    assert len(table) == 5
+    assert len(table) == 6
     assert {r["phase"] for r in table} == {"grid", "optuna"}
     for row in table:
         assert row["status"] == "ok", row
@@ -67,6 +69,19 @@ def test_sweep_runs_trials_through_ray_and_tracks_them(tmp_path, capsys):
     assert "train.lr" in header.split()
     imp = next(r for r in table if r["method"] == "imp")
     assert imp["levels"] == 7  # 0.8**6 > 0.25 > 0.8**7: six trained levels, the seventh is the retrain
+
+    # The Pareto front: COMPLETE trials that meet the constraint, none dominated by another such trial.
+    front = pq.read_table(out / "pareto.parquet").to_pylist()
+    feasible = [r for r in optuna_rows if r["density"] <= 0.6]
+    assert feasible, optuna_rows  # the check below is not vacuous
+    dominated = lambda a: any(b["val_accuracy"] >= a["val_accuracy"] and b["remaining_params"] <= a["remaining_params"]  # noqa: E731
+                              and (b["val_accuracy"], b["remaining_params"]) != (a["val_accuracy"], a["remaining_params"])
+                              for b in feasible)
+    assert sorted(r["slot"] for r in front) == sorted(r["slot"] for r in feasible if not dominated(r))
+    assert all(r["objective.val_accuracy"] == r["val_accuracy"] and "param.prune.sparsity" in r for r in front)
+    study = optuna.load_study(study_name="sweeptest", storage=f"sqlite:///{out}/optuna.db")
+    assert all(t.user_attrs["constraints"] == [pytest.approx(r["density"] - 0.6)]
+               for t in study.trials for r in optuna_rows if r["slot"] == f"optuna-{t.number}")
 
     client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
     exp = client.get_experiment_by_name("sweeptest")
@@ -85,7 +100,8 @@ def test_sweep_runs_trials_through_ray_and_tracks_them(tmp_path, capsys):
     levels = client.get_metric_history(imp_child.info.run_id, "level_test_accuracy")
     assert sorted(m.step for m in levels) == list(range(8))
     parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"config.yaml", "results.parquet", "report.html", "report.md", "figures"} <= parent_files
+    assert {"config.yaml", "results.parquet", "report.html", "report.md", "figures", "pareto.parquet"} <= parent_files
+    assert "best.val_accuracy" in parents[0].data.tags and "best.remaining_params" in parents[0].data.tags
     figures = {a.path for a in client.list_artifacts(parents[0].info.run_id, "figures")}
     assert {"figures/accuracy_vs_density.png", "figures/accuracy_vs_cost.png", "figures/imp_levels.png"} <= figures
     level_files = {a.path for a in client.list_artifacts(imp_child.info.run_id, "levels/level_3")}
