@@ -92,7 +92,7 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
         print(f"report: {outcome.report_path}")
     print(f"MLflow UI: prunetune ui {out_dir}")
     if not outcome.ok:
-        print(f"{sum(r['status'] != 'ok' for r in outcome.rows)} trial(s) failed", file=sys.stderr)
+        print(f"{sum(r['status'] == 'error' for r in outcome.rows)} trial(s) failed", file=sys.stderr)
         return 1
     return 0
 

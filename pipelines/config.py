@@ -356,6 +356,9 @@ def _check_objectives(cfg: ExperimentConfig, trial: ExperimentConfig, where: str
     if cfg.sweep.optuna is None or where.startswith("sweep.grid"):
         return
     metrics = [o.metric for o in cfg.sweep.optuna.objectives]
+    if cfg.sweep.optuna.scheduler is not None and trial.data.val_fraction == 0:
+        raise ConfigError(f"invalid config in {where}:\n  sweep.optuna.scheduler: early stopping watches validation "
+                          "accuracy, but data.val_fraction is 0; raise data.val_fraction")
     if "val_accuracy" in metrics and trial.data.val_fraction == 0:
         raise ConfigError(f"invalid config in {where}:\n  sweep.optuna.objectives: val_accuracy needs a validation "
                           "split, but data.val_fraction is 0; raise data.val_fraction or optimise test_accuracy "

@@ -76,6 +76,7 @@ class PhaseProgress:
     running: int = 0
     done: int = 0
     failed: int = 0
+    pruned: int = 0
     cached: int = 0
     best: dict[str, tuple[float, str]] = field(default_factory=dict)
 
@@ -86,7 +87,8 @@ class PhaseProgress:
         self.running = max(0, self.running - 1)
         self.done += 1
         ok = row.get("status") == "ok"
-        self.failed += not ok
+        self.failed += row.get("status") == "error"
+        self.pruned += row.get("status") == "pruned"
         self.cached += bool(row.get("cached"))
         label = f"{row.get('method')} s={_fmt(row.get('target_sparsity'))} seed={row.get('seed')}"
         for metric, mode in self.objectives:
@@ -97,9 +99,11 @@ class PhaseProgress:
         elapsed = time.monotonic() - self.started
         eta = elapsed / self.done * (self.total - self.done) if self.done and self.total else None
         outcome = (f"test_acc {_fmt(row.get('test_accuracy'))}" + (" (cached)" if row.get("cached") else "")
-                   if ok else f"FAILED: {str(row.get('error') or '')[:120]}")
+                   if ok else "stopped early" if row.get("status") == "pruned"
+                   else f"FAILED: {str(row.get('error') or '')[:120]}")
         best = "  ".join(f"best {m} {_fmt(v)} ({who})" for m, (v, who) in self.best.items())
         counts = f"{self.running} running" + (f", {self.failed} failed" if self.failed else "") + (
+            f", {self.pruned} stopped early" if self.pruned else "") + (
             f", {self.cached} cached" if self.cached else "")
         return (f"[{self.phase} {self.done}/{self.total} | {counts} | {_clock(elapsed)}"
                 + (f" ETA {_clock(eta)}" if eta is not None and self.done < self.total else "") + "] "
@@ -124,6 +128,11 @@ def tune_callback(progress: PhaseProgress, say):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if "status" in result:  # the row; per-epoch reports carry no status
                 say(progress.trial_ended(result))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            last = trial.last_result or {}
+            if "status" not in last and last.get("slot"):  # stopped by the scheduler before its row
+                say(progress.trial_ended({**last, "status": "pruned", "error": "stopped early by the scheduler"}))
 
     return LiveCallback()
 

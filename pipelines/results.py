@@ -137,7 +137,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    errors = [r for r in rows if r.get("status") != "ok"]
+    errors = [r for r in rows if r.get("status") == "error"]
     for r in errors:
         lines.append(f"trial {r.get('trial_id')} ({r.get('method')}): {r.get('error')}")
     return "\n".join(lines)

@@ -37,6 +37,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's boxed tables and bann
 
 
 FINAL_TRAINING_STAGES = ("retrain", "pdp")  # whose epochs are the trial's training curve in MLflow
+PROGRESS_STAGES = (*FINAL_TRAINING_STAGES, "imp_level")  # whose epochs an early-stopping scheduler watches
+PROGRESS_STEP, PROGRESS_METRIC = "progress_step", "progress_val_accuracy"
 
 
 class SweepInterrupted(Exception):
@@ -53,7 +55,8 @@ class SweepOutcome:
 
     @property
     def ok(self) -> bool:
-        return all(r["status"] == "ok" for r in self.rows)
+        """No trial failed (a trial stopped early by the scheduler did what it was asked)."""
+        return all(r["status"] in ("ok", "pruned") for r in self.rows)
 
 
 def store_for(cfg: ExperimentConfig, out_dir: Path) -> ArtifactStore:
@@ -108,11 +111,17 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
     }
     log = FileLog(trial_log(Path(out_dir), slot), echo=verbose, prefix=f"[{slot}] ")
 
+    # Every report carries the scheduler's time axis and metric (Tune checks each result for them); they
+    # move only with epochs of the stages a scheduler should compare, and 0 is below every rung.
+    progress: dict[str, float] = {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0}
+
     def on_epoch(stage, rec: dict) -> None:  # intermediate results, for schedulers and the live view
         values = {k: v for k, v in rec.items() if isinstance(v, (int, float))}
         if stage.name in FINAL_TRAINING_STAGES:  # the run's own training curve
             logger.metrics({k: v for k, v in values.items() if k not in ("epoch", "step")}, step=rec["epoch"])
-        tune.report(values | {"stage": stage.name})
+        if stage.name in PROGRESS_STAGES and "val_accuracy" in values:  # a point on the scheduler's time axis
+            progress.update({PROGRESS_STEP: progress[PROGRESS_STEP] + 1, PROGRESS_METRIC: values["val_accuracy"]})
+        tune.report(values | {"stage": stage.name} | report | progress)  # who it is, even if it never reports a row
 
     try:
         row = run_trial(cfg, StageEnv.on(store, log=log, on_epoch=on_epoch), logger, log=log)
@@ -123,12 +132,12 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         _log_text(logger, "traceback.txt", format_traceback(exc))
         logger.finish("FAILED")
         records.update(slot, row=failed)
-        tune.report(failed)
+        tune.report(failed | progress)
         return
     logger.finish("FINISHED")
     full = {**row, **report, "status": "ok", "error": None}
     records.update(slot, row=full)
-    tune.report(full)
+    tune.report(full | progress)
 
 
 def _log_text(logger: RunLogger, name: str, text: str) -> None:
@@ -171,9 +180,20 @@ def _run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, c
     )
     grid = tuner.fit()
     interrupted = False
+    finished = grid.num_terminated + grid.num_errors == len(grid)  # else the experiment itself was stopped
     for result in grid:
         metrics = dict(result.metrics or {})
         if "status" in metrics:
+            continue
+        if result.error is None and finished and "scheduler" in tune_kwargs:
+            # Stopped early by the scheduler: a row of its own (the study already holds it as PRUNED).
+            slot = metrics.get("slot") or _slot_of(result.config, phase)
+            TrialRecords(out_dir).update(slot, row={
+                **_error_row(f"stopped early by the scheduler after {metrics[PROGRESS_STEP]} epochs "
+                             f"(val_accuracy {metrics.get(PROGRESS_METRIC, math.nan):.4f})"),
+                **{k: metrics.get(k) for k in ("method", "target_sparsity", "seed", "trial_id", "mlflow_run_id",
+                                               "overrides")},
+                "status": "pruned", "phase": phase, "slot": slot})
             continue
         if result.error is None:  # neither a row nor an error: the experiment was stopped
             interrupted = True
@@ -442,9 +462,21 @@ def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: Track
         view.say(f"optuna phase: {todo} trials (study {state.study_name!r} in {state.study_path}), "
                  f"objectives {[(o.metric, o.mode) for o in opt.objectives]}"
                  + (f", constraints {opt.constraints}" if constraints else ""))
-        _run_phase("optuna", state.attempts, {}, {"search_alg": searcher, "num_samples": todo}, cfg, raw, out_dir,
-                   target, store, dict(opt.fixed), [], todo, view)
+        tune_kwargs = {"search_alg": searcher, "num_samples": todo}
+        if opt.scheduler is not None:
+            tune_kwargs["scheduler"] = _scheduler(opt.scheduler)
+        _run_phase("optuna", state.attempts, {}, tune_kwargs, cfg, raw, out_dir, target, store, dict(opt.fixed), [],
+                   todo, view)
     _write_pareto(study, out_dir, metrics)
+
+
+def _scheduler(sc):
+    """ASHA on the validation accuracy of each training epoch (retraining, PDP, IMP levels)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr=PROGRESS_STEP, metric=PROGRESS_METRIC, mode="max", grace_period=sc.grace_period,
+                         reduction_factor=sc.reduction_factor, max_t=sc.max_t,
+                         brackets=3 if sc.type == "hyperband" else 1, stop_last_trials=False)
 
 
 def _log_search_outcome(cfg: ExperimentConfig, out_dir: Path, parent: RunLogger) -> None:

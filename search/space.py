@@ -121,6 +121,19 @@ class Constraint(BaseModel):
         return value - self.bound if self.op == "<=" else self.bound - value
 
 
+class SchedulerConfig(BaseModel):
+    """Early stopping on validation accuracy as trials train (Ray Tune's ASHA): a trial stopped early is
+    PRUNED in the study, never COMPLETE with its early values, and never on the Pareto front."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["asha", "hyperband"] = Field("asha", description="asha (one bracket) or hyperband (asynchronous, "
+                                               "several brackets of different grace periods)")
+    grace_period: int = Field(1, ge=1, description="training epochs (of retraining, PDP or IMP levels) a trial "
+                              "always gets before it can be stopped")
+    reduction_factor: float = Field(3.0, gt=1, description="keep the best 1/reduction_factor at each rung")
+    max_t: int = Field(10_000, ge=1, description="epochs beyond which no rung is placed")
+
+
 class OptunaConfig(BaseModel):
     """Optuna search through Ray Tune's OptunaSearch; select on validation accuracy by default."""
 
@@ -133,6 +146,8 @@ class OptunaConfig(BaseModel):
     seed: int = Field(0, description="sampler seed")
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1,
         description="metric and direction of each objective; two or more make the search multi-objective")
+    scheduler: SchedulerConfig | None = Field(None, description="stop unpromising trials early (needs a "
+        "validation split: data.val_fraction > 0)")
     constraints: list[str] = Field(default_factory=list, description="hard constraints on result columns, e.g. "
         "'flops <= 2e6': trials that break one are never on the Pareto front; tpe, nsga2, nsga3 and gp steer by them")
     space: dict[str, Distribution] = Field(min_length=1,
