@@ -61,6 +61,14 @@ def _finish_mask(mask: Mask, prune: PruneConfig, seed: int, out: Path) -> None:
     save_mask(mask, out)
 
 
+def _check_examples_per_class(data, wanted: int) -> None:
+    """Scorers and calibration draw this many training examples of every class."""
+    c, have = smallest_class(data)
+    if have < wanted:
+        raise ValueError(f"prune.examples_per_class={wanted}: class {c} has only {have} training examples; "
+                         "lower it or add data")
+
+
 def small_set_augment(strategy: str, input_shape: tuple[int, ...]) -> Augment | None:
     """DSA augmentation while training on a small set: 'default' for the input kind, 'none', or ops."""
     if strategy == "none":
@@ -269,10 +277,8 @@ class ScoreMask(Stage):
                 allocate(p.effective_allocation, p.density, shapes, p.layer_densities or None)
             except ValueError as exc:
                 raise ValueError(f"prune.allocation {p.effective_allocation!r}: {exc}") from None
-            c, have = smallest_class(data)
-            if SCORERS.get(self.method).needs_data and have < p.examples_per_class:
-                raise ValueError(f"prune.examples_per_class={p.examples_per_class}: class {c} has only {have} "
-                                 "training examples; lower it or add data")
+            if SCORERS.get(self.method).needs_data:
+                _check_examples_per_class(data, p.examples_per_class)
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         from .allocation import allocate, layer_shapes
@@ -370,10 +376,7 @@ class PostTrainMask(Stage):
                 if cols % p.post.m:
                     raise ValueError(f"prune.post {p.post.n}:{p.post.m}: layer {name} has {cols} inputs per output, "
                                      f"not a multiple of {p.post.m}; add it to prune.ignore or use unstructured")
-        c, have = smallest_class(data)
-        if have < p.examples_per_class:
-            raise ValueError(f"prune.examples_per_class={p.examples_per_class} (calibration): class {c} has only "
-                             f"{have} training examples; lower it or add data")
+        _check_examples_per_class(data, p.examples_per_class)
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         from .methods import scoring_batches
