@@ -123,7 +123,8 @@ def render(rows: list[dict[str, Any]]) -> str:
             return "-"
         if isinstance(v, float):
             return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3g}"
-        return str(v)
+        text = str(v)
+        return text if len(text) <= 40 else text[:37] + "..."  # a per-layer mapping: whole in results.parquet
 
     def sortable(v: Any) -> tuple:
         return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))

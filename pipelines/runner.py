@@ -457,8 +457,8 @@ def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: Track
     settle_ended(study, ended, metrics, constraints)
     todo = remaining_trials(study, opt.num_samples)
     if todo > 0:
-        searcher = StudySearcher(study, {k: d.to_optuna() for k, d in opt.space.items()}, metrics, opt.num_samples,
-                                 constraints)
+        searcher = StudySearcher(study, {k: d.to_optuna() for k, d in search_space(cfg, raw).items()}, metrics,
+                                 opt.num_samples, constraints)
         view.say(f"optuna phase: {todo} trials (study {state.study_name!r} in {state.study_path}), "
                  f"objectives {[(o.metric, o.mode) for o in opt.objectives]}"
                  + (f", constraints {opt.constraints}" if constraints else ""))
@@ -468,6 +468,22 @@ def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: Track
         _run_phase("optuna", state.attempts, {}, tune_kwargs, cfg, raw, out_dir, target, store, dict(opt.fixed), [],
                    todo, view)
     _write_pareto(study, out_dir, metrics)
+
+
+def search_space(cfg: ExperimentConfig, raw: dict) -> dict:
+    """The configured ranges, plus one per prunable layer when per-layer densities are searched (their
+    names come from the model the fixed settings build)."""
+    from pruning.mask import prunable_parameters
+    from search.space import layer_space
+    from training.data import load_dataset
+    from training.stage import fresh_model
+
+    opt = cfg.sweep.optuna
+    if opt.layer_densities is None:
+        return dict(opt.space)
+    trial = trial_config(raw, dict(opt.fixed))
+    model = fresh_model(load_dataset(trial.data), trial.model, trial.seed)
+    return {**opt.space, **layer_space(opt.layer_densities, list(prunable_parameters(model, trial.prune.ignore)))}
 
 
 def _scheduler(sc):

@@ -15,6 +15,10 @@ explicit   a user mapping name -> density in (0, 1]; every prunable layer must b
            left out is an error, because silently keeping it dense or pruning it uniformly would
            change the experiment; use density 1.0, or ``prune.ignore``, to keep a layer dense).
            Each layer keeps round(d_l*N_l); the global ``density`` argument is not used.
+scaled     the same mapping read as relative densities: d_l = min(1, c * w_l), with c fixed so that
+           the total is exactly round(d*N) (layers that would exceed 1 are dense, the rest share the
+           remainder, then the rounding is fixed up as for ERK). What a per-layer density search
+           proposes: any point of its space is a valid allocation at exactly the target density.
 =========  =================================================================================
 
 ERK exactness: after rounding each layer to round(d_l*N_l), the difference r = round(d*N) - sum is
@@ -39,8 +43,8 @@ from torch import nn
 from .mask import prunable_parameters
 from .select import kept_count
 
-Allocation = Literal["global", "uniform", "erk", "explicit"]
-ALLOCATIONS: tuple[str, ...] = ("global", "uniform", "erk", "explicit")
+Allocation = Literal["global", "uniform", "erk", "explicit", "scaled"]
+ALLOCATIONS: tuple[str, ...] = ("global", "uniform", "erk", "explicit", "scaled")
 
 
 def layer_shapes(model: nn.Module, ignore: Iterable[str] = ()) -> dict[str, torch.Size]:
@@ -126,6 +130,8 @@ def allocate_counts(
     if kind == "explicit":
         per_layer = validate_explicit(explicit, shapes)
         return {n: kept_count(per_layer[n], numel[n]) for n in shapes}
+    if kind == "scaled":
+        return _scaled_counts(validate_explicit(explicit, shapes), _check_density(density), numel)
     if kind == "global":
         raise ValueError("'global' allocation has no per-layer counts; selection is over all layers")
     raise ValueError(f"unknown allocation {kind!r}; allowed: {', '.join(ALLOCATIONS)}")
@@ -146,6 +152,20 @@ def allocate(
         return _check_density(density)
     counts = allocate_counts(kind, density, shapes, explicit)
     return {n: counts[n] / math.prod(shapes[n]) for n in shapes}
+
+
+def _scaled_counts(weights: Mapping[str, float], density: float, numel: Mapping[str, int]) -> dict[str, int]:
+    """min(1, c * w_l) per layer with the total exactly kept_count(density, N): c by bisection (the
+    kept total is monotone in c), then counts rounded and fixed up."""
+    target = kept_count(density, sum(numel.values()))
+    kept = lambda c: sum(min(1.0, c * weights[n]) * numel[n] for n in numel)  # noqa: E731
+    lo, hi = 0.0, 1.0 / min(weights.values())  # kept(hi) is every weight
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if kept(mid) < target else (lo, mid)
+    real = {n: min(1.0, hi * weights[n]) for n in numel}
+    counts = {n: min(numel[n], kept_count(real[n], numel[n])) for n in numel}
+    return _fix_total(counts, numel, [n for n in numel if real[n] < 1.0] or list(numel), target)
 
 
 def validate_explicit(explicit: Mapping[str, float] | None, shapes: Mapping[str, torch.Size]) -> dict[str, float]:

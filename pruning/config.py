@@ -112,11 +112,12 @@ class PruneConfig(BaseModel):
     )
     schedule: Literal["exponential", "linear"] = Field("exponential",
         description="pruning at init over several rounds: density reached exponentially or linearly")
-    allocation: Literal["global", "uniform", "erk", "explicit"] | None = Field(
+    allocation: Literal["global", "uniform", "erk", "explicit", "scaled"] | None = Field(
         None, description="pruning at init: how the density is shared by layers (default: from scope)"
     )
     layer_densities: dict[str, float] = Field(
-        default_factory=dict, description="allocation 'explicit': prunable weight name -> density"
+        default_factory=dict, description="allocation 'explicit': prunable weight name -> density; 'scaled': "
+        "relative densities, scaled so the total is exactly the target"
     )
     examples_per_class: int = Field(10, ge=1, description="data-driven scorers: class-balanced examples")
     bn_mode: Literal["eval", "train"] = Field("eval", description="SNIP/GraSP: BatchNorm mode while scoring")
@@ -161,8 +162,8 @@ class PruneConfig(BaseModel):
 
     @model_validator(mode="after")
     def _options_fit_method(self) -> "PruneConfig":
-        if (self.allocation == "explicit") != bool(self.layer_densities):
-            raise ValueError("layer_densities is required by, and only used with, allocation 'explicit'")
+        if (self.allocation in ("explicit", "scaled")) != bool(self.layer_densities):
+            raise ValueError("layer_densities is required by, and only used with, allocation 'explicit' or 'scaled'")
         if self.ablation != "none":
             allowed = METHOD_ABLATIONS[self.method]
             if self.ablation not in allowed:

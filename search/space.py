@@ -146,6 +146,9 @@ class OptunaConfig(BaseModel):
     seed: int = Field(0, description="sampler seed")
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1,
         description="metric and direction of each objective; two or more make the search multi-objective")
+    layer_densities: FloatRange | None = Field(None, description="also search one relative density per "
+        "prunable layer in this range (type: float); trials use allocation 'scaled', so each keeps exactly the "
+        "target density overall (pruning-at-init methods)")
     scheduler: SchedulerConfig | None = Field(None, description="stop unpromising trials early (needs a "
         "validation split: data.val_fraction > 0)")
     constraints: list[str] = Field(default_factory=list, description="hard constraints on result columns, e.g. "
@@ -211,4 +214,21 @@ def expand_grid(blocks: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
             if key not in seen:
                 seen.add(key)
                 out.append(point)
+    return out
+
+
+LAYER_PARAM = "layer_density/"  # Optuna parameter prefix of a per-layer relative density
+
+
+def layer_space(rng: FloatRange, layer_names: list[str]) -> dict[str, FloatRange]:
+    """One parameter per prunable layer (their names hold dots, so they are not config paths)."""
+    return {f"{LAYER_PARAM}{name}": rng for name in layer_names}
+
+
+def overrides_from_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A study trial's parameters as config overrides: the per-layer ones become one 'scaled' allocation."""
+    layers = {k[len(LAYER_PARAM):]: v for k, v in params.items() if k.startswith(LAYER_PARAM)}
+    out = {k: v for k, v in params.items() if not k.startswith(LAYER_PARAM)}
+    if layers:
+        out |= {"prune.allocation": "scaled", "prune.layer_densities": layers}
     return out

@@ -16,6 +16,8 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
+from .space import overrides_from_params
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 CONSTRAINTS_ATTR = "constraints"  # a trial's constraint violations (<= 0: met), as Optuna's samplers read them
@@ -138,7 +140,7 @@ class StudySearcher(Searcher):
             trial = self.study.ask(fixed_distributions=self.space)
             number, params = trial.number, trial.params
         self._live[trial_id] = number
-        return {"overrides": dict(params), "optuna_number": number}
+        return {"overrides": overrides_from_params(dict(params)), "optuna_number": number}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self._live.pop(trial_id, None)

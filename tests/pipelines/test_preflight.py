@@ -141,3 +141,14 @@ def test_a_directory_holding_another_configs_finished_sweep_is_left_alone(tmp_pa
 def test_px_on_a_model_with_activations_it_cannot_gate_is_refused_up_front(tmp_path, capsys):
     text = BASE.replace("name: mlp, options: {widths: [16]}", "name: vit, options: {patch_size: 2, dim: 16, heads: 4}")
     _refused(tmp_path, capsys, text.replace("method: magnitude", "method: px"), "applies GELU")
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ("fixed: {prune.method: imp}, ", "per-layer densities apply to pruning-at-init methods"),
+    ("", "the search also varies ['data.max_train_samples']"),
+])
+def test_a_per_layer_density_search_that_cannot_work_is_refused(tmp_path, capsys, extra, fragment):
+    text = BASE + ("sweep: {optuna: {" + extra + "layer_densities: {type: float, low: 0.1, high: 1.0}, space: {"
+                   + ("train.lr: {type: float, low: 0.01, high: 0.1}" if extra else
+                      "data.max_train_samples: {type: int, low: 200, high: 400}") + "}}}\n")
+    _refused(tmp_path, capsys, text, fragment)

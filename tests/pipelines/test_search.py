@@ -23,6 +23,7 @@ CONFIG = textwrap.dedent(
         seed: 3
         objectives: [{metric: val_accuracy, mode: max}, {metric: remaining_params, mode: min}]
         scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+        layer_densities: {type: float, low: 0.05, high: 1.0, log: true}
         space:
           train.lr: {type: float, low: 0.0001, high: 0.5, log: true}
           prune.sparsity: {type: float, low: 0.3, high: 0.9}
@@ -43,6 +44,11 @@ def test_asha_stops_trials_as_pruned_and_the_front_holds_only_completed_non_domi
     done = [r for r in rows if r["status"] == "ok"]
     assert pruned and done, [(r["slot"], r["status"]) for r in rows]  # the scheduler did stop some
     assert all("stopped early by the scheduler" in r["error"] for r in pruned) and "stopped early" in printed
+    # Per-layer densities: every trial its own allocation, each at exactly its target density.
+    allocations = {r["prune.layer_densities"] for r in rows}
+    assert len(allocations) == 6 and all(r["prune.allocation"] == "scaled" for r in rows)
+    for r in done:
+        assert r["kept_params"] == round((1 - r["target_sparsity"]) * r["prunable_params"]), r["slot"]
 
     study = optuna.load_study(study_name="searchtest", storage=f"sqlite:///{out}/optuna.db")
     state = {t.number: t.state for t in study.trials}

@@ -173,3 +173,30 @@ def test_explicit():
             allocate("explicit", None, shapes, {"a": bad, "b": 1.0, "c": 0.1})
     with pytest.raises(ValueError, match="needs a mapping"):
         allocate("explicit", None, shapes)
+
+
+def test_scaled_allocation_keeps_the_ratios_caps_at_dense_and_totals_exactly():
+    import math
+
+    from pruning.allocation import allocate_counts
+
+    shapes = {"a": torch.Size([100, 10]), "b": torch.Size([50, 10]), "c": torch.Size([10, 10])}
+    numel = {n: math.prod(s) for n, s in shapes.items()}
+    counts = allocate_counts("scaled", 0.3, shapes, {"a": 0.1, "b": 0.2, "c": 1.0})
+    assert sum(counts.values()) == round(0.3 * 1600)
+    assert counts["c"] == numel["c"]  # c * 1.0 > 1: dense; a and b share the rest at ratio 1:2 by density
+    da, db = counts["a"] / numel["a"], counts["b"] / numel["b"]
+    assert abs(db / da - 2.0) < 0.01
+    # The same relative densities scaled to another target: the same shape, a different total.
+    assert sum(allocate_counts("scaled", 0.1, shapes, {"a": 0.1, "b": 0.2, "c": 1.0}).values()) == 160
+    with pytest.raises(ValueError, match="missing prunable layers"):
+        allocate_counts("scaled", 0.3, shapes, {"a": 0.1})
+
+
+def test_per_layer_search_parameters_become_one_scaled_allocation():
+    from search.space import overrides_from_params
+
+    got = overrides_from_params({"train.lr": 0.1, "layer_density/layers.0.weight": 0.5, "layer_density/fc.weight": 0.2})
+    assert got == {"train.lr": 0.1, "prune.allocation": "scaled",
+                   "prune.layer_densities": {"layers.0.weight": 0.5, "fc.weight": 0.2}}
+    assert overrides_from_params({"train.lr": 0.1}) == {"train.lr": 0.1}
