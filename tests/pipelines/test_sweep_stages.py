@@ -35,10 +35,11 @@ IMP = textwrap.dedent(
     """
     name: imp4
     data: {name: digits, val_fraction: 0.15}
-    model: {name: mlp, options: {widths: [32]}}
-    # Long enough that the first target cannot finish before the fourth trial's actor has started
-    # (with 2 epochs a level took ~0.2 s, and on 2 loaded cores the fourth start came 0.1 s too late).
-    train: {epochs: 12, batch_size: 64, lr: 0.05}
+    # Levels long enough that the first target cannot finish before the fourth trial's actor has
+    # started (with 2 epochs of a width-32 net a level took ~0.2 s, and on 2 loaded cores the fourth
+    # start once came 0.1 s after the first end).
+    model: {name: mlp, options: {widths: [512]}}
+    train: {epochs: 10, batch_size: 32, lr: 0.05}
     prune: {method: imp, sparsity: 0.5}
     resources: {cpu: 1}
     sweep:
