@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.processes import kill_groups
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -76,8 +76,5 @@ def visit(url: str, expression: str, settle_s: float = 20.0) -> tuple[list[str],
                 page = next(t for t in json.load(resp) if t["type"] == "page")
             return asyncio.run(_visit(page["webSocketDebuggerUrl"], url, expression, settle_s))
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_groups(proc.pid)
             proc.wait(10)

@@ -1,4 +1,6 @@
 """Which processes a test started: everything in a session it created with ``start_new_session``."""
+import os
+import signal
 from pathlib import Path
 from typing import Iterator
 
@@ -22,3 +24,12 @@ def session_pids(sid: int) -> set[int]:
 def children(pid: int) -> set[int]:
     """Live direct children of ``pid``."""
     return {child for child, fields in _live() if int(fields[1]) == pid}
+
+
+def kill_groups(*pgids: int) -> None:
+    """SIGKILL every process group a test started (a group already gone is fine)."""
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.cli import main
-from tests.processes import session_pids
+from tests.processes import kill_groups, session_pids
 from training.store import ArtifactStore
 
 CONFIG = textwrap.dedent(
@@ -83,10 +83,7 @@ def _kill_when(cmd: list[str], out: Path, phase: str, more: int, sig=signal.SIGK
         raise AssertionError(f"no {at_least} finished {phase} trials within {timeout}s")
     finally:
         # Ray's workers die with their driver; its agents may linger a while: stop what the test started.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_groups(proc.pid)
         proc.wait(30)
         _settle(out, phase)
 

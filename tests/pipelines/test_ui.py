@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipelines.sweep_state import SweepState
 from pipelines.tracking import RunLogger, default_tracking_uri, finish_run, start_parent
-from tests.processes import children, session_pids
+from tests.processes import children, kill_groups, session_pids
 
 
 def _finished_sweep(out: Path) -> SweepState:
@@ -73,11 +73,7 @@ def test_ui_serves_the_sweeps_runs_on_loopback_and_stops_everything_on_ctrl_c(tm
             time.sleep(0.2)
         assert not session_pids(proc.pid) | session_pids(server), "the UI left processes running"
     finally:  # whatever a failed assertion left running
-        for group in (proc.pid, *servers):
-            try:
-                os.killpg(group, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_groups(proc.pid, *servers)
         proc.wait(10)
 
 
