@@ -19,16 +19,17 @@ from .settings import ViTOptions
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
-        self.heads = heads
+        # Both kept as attributes (not derived from ``dim``) so an export can drop whole heads.
+        self.heads, self.head_dim = heads, dim // heads
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t, d = x.shape
-        split = lambda z: z.reshape(n, t, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
+        n, t, _ = x.shape
+        split = lambda z: z.reshape(n, t, self.heads, self.head_dim).transpose(1, 2)  # noqa: E731
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        att = torch.softmax(q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5, dim=-1)
-        return self.proj((att @ v).transpose(1, 2).reshape(n, t, d))
+        att = torch.softmax(q @ k.transpose(-2, -1) / self.head_dim ** 0.5, dim=-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(n, t, self.heads * self.head_dim))
 
 
 class Block(nn.Module):
