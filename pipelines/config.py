@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pruning.config import PruneConfig
+from pruning.config import EXPORT_METRICS, ExportConfig, PruneConfig
 from search.space import SweepConfig, expand_grid
 from training.settings import DataConfig, ModelConfig, TrainConfig
 
@@ -132,6 +132,8 @@ class ExperimentConfig(BaseModel):
         description="how every training run trains (pre-training, IMP levels, retraining)")
     prune: PruneConfig = Field(default_factory=PruneConfig,
         description="the pruning method, its target and its options")
+    export: ExportConfig = Field(default_factory=ExportConfig,
+        description="physically smaller networks from channel/head masks, and their measured latency")
     sweep: SweepConfig = Field(default_factory=SweepConfig,
         description="what varies: grid blocks and an Optuna search")
     resources: Resources = Field(default_factory=Resources,
@@ -148,7 +150,8 @@ class ExperimentConfig(BaseModel):
 
     def result_settings(self) -> dict:
         """Exactly the settings that change a trial's result (not sweep, resources, tracking)."""
-        return self.model_dump(mode="json", include={"seed", "data", "model", "train", "prune"})
+        fields = {"seed", "data", "model", "train", "prune"} | ({"export"} if self.export.enabled else set())
+        return self.model_dump(mode="json", include=fields)
 
     def trial_key(self) -> str:
         """The key of the trial's last stage (``evaluate``): exactly what changes its result."""
@@ -359,6 +362,11 @@ def _check_objectives(cfg: ExperimentConfig, trial: ExperimentConfig, where: str
     if cfg.sweep.optuna.scheduler is not None and trial.data.val_fraction == 0:
         raise ConfigError(f"invalid config in {where}:\n  sweep.optuna.scheduler: early stopping watches validation "
                           "accuracy, but data.val_fraction is 0; raise data.val_fraction")
+    used = metrics + [c.metric for c in cfg.sweep.optuna.parsed_constraints()]
+    needs_export = sorted(set(used) & set(EXPORT_METRICS))
+    if needs_export and not trial.export.enabled:
+        raise ConfigError(f"invalid config in {where}:\n  sweep.optuna: {', '.join(needs_export)} are measured on "
+                          "the exported network; set export.enabled: true")
     if "val_accuracy" in metrics and trial.data.val_fraction == 0:
         raise ConfigError(f"invalid config in {where}:\n  sweep.optuna.objectives: val_accuracy needs a validation "
                           "split, but data.val_fraction is 0; raise data.val_fraction or optimise test_accuracy "

@@ -55,18 +55,20 @@ def check_search_space(cfg: ExperimentConfig) -> None:
     if cfg.sweep.optuna is None:
         return
     opt = cfg.sweep.optuna
-    if opt.layer_densities is not None:
+    for field in ("layer_densities", "channel_keep"):
+        if getattr(opt, field) is None:
+            continue
         from pruning.scorers import SCORERS
 
         method = opt.fixed.get("prune.method", cfg.prune.method)
         if method not in SCORERS or opt.fixed.get("prune.magnitude_at", cfg.prune.magnitude_at) == "trained" \
                 and method == "magnitude":
-            raise ConfigError(f"invalid config:\n  sweep.optuna.layer_densities: per-layer densities apply to "
+            raise ConfigError(f"invalid config:\n  sweep.optuna.{field}: per-layer {field.replace('_', ' ')} apply to "
                               f"pruning-at-init methods ({', '.join(SCORERS.names())}); the search prunes with "
                               f"{method!r} (set it in sweep.optuna.fixed)")
         searched = [a for a in opt.space if a.startswith(("model", "prune.method", "prune.ignore", "data"))]
         if searched:
-            raise ConfigError(f"invalid config:\n  sweep.optuna.layer_densities: the layers must be the same in every "
+            raise ConfigError(f"invalid config:\n  sweep.optuna.{field}: the layers must be the same in every "
                               f"trial, but the search also varies {searched}")
     for axis, dist in cfg.sweep.optuna.space.items():
         try:

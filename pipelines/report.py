@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import itertools
 import math
 import shutil
 import statistics
@@ -37,6 +38,8 @@ class SweepData:
     layer_density: Callable[[dict], dict[str, float] | None] = lambda row: None
     level_curve: Callable[[dict], list[dict] | None] = lambda row: None
     set_pictures: list[tuple[str, Path]] = field(default_factory=list)
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # the Optuna search's (metric, mode)
+    pareto: list[dict[str, Any]] = field(default_factory=list)  # DIR/pareto.parquet's rows
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -159,6 +162,35 @@ def accuracy_vs_cost(data: SweepData, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def search_front(data: SweepData, path: Path) -> Path | None:
+    """The Optuna search in its own objectives: every completed search trial, the non-dominated ones
+    (``pareto.parquet``) highlighted and joined; one panel per pair of objectives."""
+    if len(data.objectives) < 2:
+        return None
+    done = [r for r in data.ok if r.get("phase") == "optuna"]
+    pairs = list(itertools.combinations(data.objectives, 2))
+    if not done or not pairs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
+    front_ids = {r.get("trial_id") for r in data.pareto}
+    for ax, ((mx, dx), (my, dy)) in zip(axes[0], pairs):
+        pts = [(_num(r.get(mx)), _num(r.get(my)), r.get("trial_id") in front_ids) for r in done]
+        pts = [p for p in pts if p[0] is not None and p[1] is not None]
+        if not pts:
+            continue
+        ax.scatter([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]], s=18, color="grey",
+                   label="completed")
+        front = sorted((p[0], p[1]) for p in pts if p[2])
+        if front:
+            ax.plot(*zip(*front), marker="o", color="tab:red", label="Pareto front")
+        ax.set_xlabel(f"{mx} ({dx})")
+        ax.set_ylabel(f"{my} ({dy})")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
 def search_cost(data: SweepData, path: Path) -> Path | None:
     """Time-to-ticket: what finding each mask cost (search wall-clock and sample passes; a distilled
     set's cost alone and amortised over the trials that shared it)."""
@@ -267,6 +299,9 @@ FIGURES: list[tuple[str, str, str, Callable[[SweepData, Path], Path | None]]] = 
      accuracy_vs_density),
     ("accuracy_vs_cost", "Accuracy vs cost", "Every finished trial; the black step is the Pareto front.",
      accuracy_vs_cost),
+    ("search_front", "Search: Pareto front",
+     "The Optuna search in its objectives: grey, every completed trial (early-stopped ones never are); red, the "
+     "non-dominated ones (pareto.parquet).", search_front),
     ("search_cost", "Time to ticket",
      "What finding each mask cost: search wall-clock and sample passes (distillation amortised over the "
      "trials sharing a set; dotted: distillation alone).", search_cost),
@@ -378,7 +413,16 @@ def sweep_data(out_dir: Path, rows: list[dict]) -> SweepData:
         entry = store.get(small.name, small.key) if small is not None else None
         if entry is not None and (entry.path / "set.png").is_file():
             pictures.setdefault(small.key, (f"{r.get('small_set_method')} {small.cfg.ipc}/class", entry.path / "set.png"))
-    return SweepData(rows, layer_density, level_curve, list(pictures.values()))
+    objectives: list[tuple[str, str]] = []
+    if raw is not None and (raw.get("sweep") or {}).get("optuna"):
+        objectives = [(o.get("metric", "val_accuracy"), o.get("mode", "max"))
+                      for o in raw["sweep"]["optuna"].get("objectives") or [{}]]
+    pareto = []
+    if (out_dir / "pareto.parquet").is_file():
+        import pyarrow.parquet as pq
+
+        pareto = pq.read_table(out_dir / "pareto.parquet").to_pylist()
+    return SweepData(rows, layer_density, level_curve, list(pictures.values()), objectives, pareto)
 
 
 def build_report(out_dir: Path, rows: list[dict] | None = None, title: str | None = None,

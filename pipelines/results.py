@@ -11,6 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pruning.config import EXPORT_COLUMNS
+
 REQUIRED = [
     "trial_id", "phase", "method", "target_sparsity", "achieved_sparsity", "test_accuracy", "val_accuracy",
     "seed", "status", "error", "wall_time_s", "mlflow_run_id",
@@ -22,6 +24,7 @@ EXTRA = [
     "test_loss", "trial_key", "slot", "cached", "overrides", "started_at", "ended_at",
     "small_set_hash", "small_set_method", "small_set_size", "distill_wall_time_s", "distill_sample_passes",
     "distill_shared_by", "distill_amortized_wall_time_s", "distill_amortized_sample_passes",
+    *EXPORT_COLUMNS,
 ]
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pruning.config import EXPORT_METRICS
 from training.store import ArtifactStore
 
 from .config import ConfigError, ExperimentConfig, trial_config
@@ -69,7 +70,8 @@ def _error_row(exc: BaseException | str) -> dict[str, Any]:
 
     msg = exc if isinstance(exc, str) else describe_error(exc)
     return {"status": "error", "error": msg, "val_accuracy": math.nan, "test_accuracy": math.nan,
-            "remaining_params": math.nan, "density": math.nan, "flops": math.nan}
+            "remaining_params": math.nan, "density": math.nan, "flops": math.nan,
+            **{m: math.nan for m in EXPORT_METRICS}}
 
 
 def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, phase: str, fixed: dict,
@@ -474,16 +476,20 @@ def search_space(cfg: ExperimentConfig, raw: dict) -> dict:
     """The configured ranges, plus one per prunable layer when per-layer densities are searched (their
     names come from the model the fixed settings build)."""
     from pruning.mask import prunable_parameters
-    from search.space import layer_space
+    from search.space import CHANNEL_PARAM, layer_space
     from training.data import load_dataset
     from training.stage import fresh_model
 
     opt = cfg.sweep.optuna
-    if opt.layer_densities is None:
+    if opt.layer_densities is None and opt.channel_keep is None:
         return dict(opt.space)
     trial = trial_config(raw, dict(opt.fixed))
     model = fresh_model(load_dataset(trial.data), trial.model, trial.seed)
-    return {**opt.space, **layer_space(opt.layer_densities, list(prunable_parameters(model, trial.prune.ignore)))}
+    layers = list(prunable_parameters(model, trial.prune.ignore))
+    if opt.layer_densities is not None:
+        return {**opt.space, **layer_space(opt.layer_densities, layers)}
+    # The classifier keeps every output: its rows are the classes.
+    return {**opt.space, **layer_space(opt.channel_keep, layers[:-1], CHANNEL_PARAM)}
 
 
 def _scheduler(sc):

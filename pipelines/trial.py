@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pruning.export_stage import Export
 from pruning.methods import MethodPlan, TrialSettings, plan_method
 from pruning.stages import Evaluate, Retrain
 from training.stage import Stage, StageEnv, materialize, read_json, walk
@@ -31,13 +32,14 @@ class TrialGraph:
     plan: MethodPlan
     trained: Stage  # writes the final model.pt
     evaluate: Stage
+    export: Stage | None = None  # export.enabled: the smaller network's size and latency
 
     @property
     def key(self) -> str:
         return self.evaluate.key
 
     def stages(self) -> list[Stage]:
-        return walk(self.evaluate)
+        return walk(self.evaluate) + ([self.export] if self.export is not None else [])
 
 
 def trial_graph(cfg: ExperimentConfig) -> TrialGraph:
@@ -48,7 +50,9 @@ def trial_graph(cfg: ExperimentConfig) -> TrialGraph:
         trained = Retrain(mask=plan.mask, start=plan.start, data=cfg.data, model=cfg.model, train=cfg.train,
                           seed=cfg.seed, start_mode=plan.start_mode, reinit=cfg.prune.ablation == "reinit")
     evaluate = Evaluate(trained=trained, mask=plan.mask, data=cfg.data, model=cfg.model, train=cfg.train, seed=cfg.seed)
-    return TrialGraph(plan, trained, evaluate)
+    export = (Export(trained=trained, mask=plan.mask, data=cfg.data, model=cfg.model, export=cfg.export,
+                     device=cfg.train.device, seed=cfg.seed) if cfg.export.enabled else None)
+    return TrialGraph(plan, trained, evaluate, export)
 
 
 def run_trial(
@@ -73,6 +77,9 @@ def run_trial(
     entries = {s.key: materialize(s, env) for s in needed}
     entries[graph.evaluate.key] = evaluate
     result = read_json(evaluate, "result.json")
+    if graph.export is not None:
+        entries[graph.export.key] = materialize(graph.export, env)
+        result = {**result, **read_json(entries[graph.export.key], "export.json")}
     levels = [read_json(entries[s.key], "record.json") for s in graph.plan.levels if entries.get(s.key)]
     if graph.plan.levels and not graph.plan.trained:
         final = read_json(entries[graph.trained.key], "record.json")

@@ -9,7 +9,7 @@ from torch import nn
 
 from .mask import Mask, prunable_parameters
 from .scorers import Scorer, ScoringBatches
-from .select import Scope, density_schedule, select_topk
+from .select import Scope, density_schedule, kept_count, select_channels, select_topk
 
 
 def prune_at_init(
@@ -22,8 +22,12 @@ def prune_at_init(
     scope: Scope = "global",
     ignore: Iterable[str] = (),
     start: Mask | None = None,
+    channel_keep: Mapping[str, float] | None = None,
 ) -> Mask:
     """Score, keep the top round(d_e*N), repeat for each round e with the mask applied.
+
+    With ``channel_keep`` (layer -> fraction of output channels) whole rows are selected instead, each
+    layer reaching its fraction on the same schedule; ``density`` is then not used.
 
     The scorer sees a float64 deep copy, so deep products neither overflow nor tie, and the
     caller's model (its weights, BatchNorm statistics, grads) is left untouched.
@@ -34,7 +38,13 @@ def prune_at_init(
     params = prunable_parameters(work, ignore)
     original = {n: p.detach().clone() for n, p in params.items()}
     mask = start.to(next(iter(params.values())).device) if start is not None else Mask.ones(work, ignore)
-    if isinstance(density, Mapping):
+    if channel_keep:
+        steps = [
+            {n: f ** (e / rounds) if schedule == "exponential" else 1 - (1 - f) * e / rounds
+             for n, f in channel_keep.items()}
+            for e in range(1, rounds + 1)
+        ]
+    elif isinstance(density, Mapping):
         steps = [
             {n: d ** (e / rounds) if schedule == "exponential" else 1 - (1 - d) * e / rounds
              for n, d in density.items()}
@@ -46,9 +56,18 @@ def prune_at_init(
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(original[n] if scorer.revives else original[n] * mask[n])
+        if scorer.needs_budget:
+            if not isinstance(d_e, float) or channel_keep:
+                raise ValueError(f"{type(scorer).__name__} builds one mask for the whole network: it needs "
+                                 "allocation 'global' (not per-layer densities or channel_keep)")
+            scorer.budget = kept_count(d_e, sum(p.numel() for p in params.values()))
         scores = scorer.score(work, params, mask, batches)
         missing = set(params) - set(scores)
         if missing:
             raise RuntimeError(f"scorer {type(scorer).__name__} returned no scores for {sorted(missing)}")
-        mask = select_topk(scores, d_e, scope=scope, current=None if scorer.revives else mask)
+        current = None if scorer.revives else mask
+        if channel_keep:
+            mask = select_channels(scores, d_e, current=current)
+        else:
+            mask = select_topk(scores, d_e, scope=scope, current=current)
     return mask.cpu()

@@ -20,7 +20,7 @@ METHOD_ABLATIONS: dict[str, frozenset[str]] = {
     "magnitude": ALL_ABLATIONS, "random": ALL_ABLATIONS, "snip": ALL_ABLATIONS, "grasp": ALL_ABLATIONS,
     "synflow": ALL_ABLATIONS, "px": ALL_ABLATIONS,
     "wanda": frozenset(), "sparsegpt": frozenset(), "iter_snip": ALL_ABLATIONS, "force": ALL_ABLATIONS,
-    "prospr": ALL_ABLATIONS,
+    "prospr": ALL_ABLATIONS, "phew": ALL_ABLATIONS, "ntksap": ALL_ABLATIONS,
 }
 POST_TRAINING = ("wanda", "sparsegpt")  # prune a trained dense net from calibration examples
 
@@ -119,11 +119,19 @@ class PruneConfig(BaseModel):
         default_factory=dict, description="allocation 'explicit': prunable weight name -> density; 'scaled': "
         "relative densities, scaled so the total is exactly the target"
     )
+    channel_keep: dict[str, float] = Field(
+        default_factory=dict, description="pruning at init, structured: prunable weight name -> fraction of its "
+        "output channels kept (whole rows, at least one; an architecture in effect). Layers not named keep every "
+        "channel, and prune.sparsity and allocation are not used: the kept channels fix the density")
     examples_per_class: int = Field(10, ge=1, description="data-driven scorers: class-balanced examples")
     bn_mode: Literal["eval", "train"] = Field("eval", description="SNIP/GraSP: BatchNorm mode while scoring")
     prospr_steps: int = Field(3, ge=0, description="ProsPr: unrolled SGD steps the meta-gradient goes through "
                               "(the paper's 3; 0 is SNIP)")
     prospr_lr: float = Field(0.1, gt=0, description="ProsPr: learning rate of the unrolled steps")
+    ntksap_epsilon: float = Field(0.01, gt=0, description="NTK-SAP: standard deviation of the weight perturbation "
+                                  "(the reference code's 0.01)")
+    ntksap_draws: int = Field(5, ge=1, description="NTK-SAP: fresh (weights, noise input, perturbation) draws per "
+                              "round (the reference code's R = 5 for CIFAR-10)")
     grasp_temperature: float = Field(200.0, gt=0,
         description="GraSP: softmax temperature of the Hessian-gradient product (the paper's 200)")
     px_variant: Literal["clean", "official"] = Field("clean",
@@ -164,6 +172,11 @@ class PruneConfig(BaseModel):
     def _options_fit_method(self) -> "PruneConfig":
         if (self.allocation in ("explicit", "scaled")) != bool(self.layer_densities):
             raise ValueError("layer_densities is required by, and only used with, allocation 'explicit' or 'scaled'")
+        for name, f in self.channel_keep.items():
+            if not 0.0 < f <= 1.0:
+                raise ValueError(f"channel_keep[{name!r}] = {f}: a fraction of channels kept must be in (0, 1]")
+        if self.channel_keep and self.layer_densities:
+            raise ValueError("channel_keep (channels per layer) and layer_densities (weights per layer) exclude each other")
         if self.ablation != "none":
             allowed = METHOD_ABLATIONS[self.method]
             if self.ablation not in allowed:
@@ -195,3 +208,27 @@ class PruneConfig(BaseModel):
     @property
     def density(self) -> float:
         return 1.0 - self.sparsity
+
+
+class ExportConfig(BaseModel):
+    """After evaluation: remove the channels (and ViT heads) a mask empties and time the smaller network
+    (see ``pruning.export`` and ``pruning.latency``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="export each trial's network and add export_params, export_flops "
+                          "and latency columns (needed to use them as objectives or constraints)")
+    latency_batch: int = Field(1, ge=1, description="batch size of the latency_ms columns")
+    throughput_batch: int = Field(64, ge=1, description="a typical batch: the batch_latency_ms columns")
+    warmup: int = Field(3, ge=0, description="untimed forward passes before timing")
+    repeats: int = Field(15, ge=1, description="timed forward passes per network (median reported); dense and "
+                         "exported are interleaved so machine noise hits both alike")
+
+
+EXPORT_METRICS = ("export_params", "export_flops", "latency_ms")  # objectives that need export.enabled
+# The result columns this stage adds (the ``export`` stage writes them; pipelines.results lists them from here).
+EXPORT_COLUMNS = (
+    "export_params", "export_flops", "export_channels", "latency_ms", "dense_latency_ms", "latency_speedup",
+    "batch_latency_ms", "dense_batch_latency_ms", "batch_latency_speedup", "latency_device",
+    "sparse24_latency_ms", "sparse24_dense_latency_ms", "sparse24_note",
+)

@@ -83,6 +83,31 @@ def select_topk(
     return mask
 
 
+def select_channels(
+    scores: Mapping[str, torch.Tensor],
+    keep_fraction: Mapping[str, float],
+    current: Mask | None = None,
+) -> Mask:
+    """Keep whole output channels (rows): in each named layer the ``max(1, round(f * rows))`` rows with
+    the highest summed score; layers not named keep every row. Rows ``current`` already prunes are the
+    last to be kept, as in ``select_topk``."""
+    mask = Mask()
+    for name, s in scores.items():
+        rows = s.shape[0]
+        if name not in keep_fraction:
+            mask[name] = torch.ones_like(s, dtype=torch.bool) if current is None else current[name].clone()
+            continue
+        row_score = s.detach().to(torch.float64).reshape(rows, -1).sum(dim=1)
+        if torch.isnan(row_score).any():
+            raise ValueError(f"scores for {name!r} contain NaN")
+        if current is not None:
+            row_score[~current[name].reshape(rows, -1).any(dim=1).to(row_score.device)] = float("-inf")
+        k = max(1, int(round(keep_fraction[name] * rows)))
+        keep = _keep_topk(row_score, k)
+        mask[name] = keep.view(rows, *([1] * (s.dim() - 1))).expand(s.shape).clone()
+    return mask
+
+
 def density_schedule(final_density: float, rounds: int, kind: str = "exponential") -> list[float]:
     """Densities of rounds e = 1..E: d^(e/E) (exponential) or 1 - (1-d) e/E (linear)."""
     if rounds < 1:

@@ -273,6 +273,10 @@ class ScoreMask(Stage):
         shapes = layer_shapes(model, p.ignore)
         if self.method != "dense":
             SCORERS.get(self.method).check_model(model, data.input_shape)
+            unknown = sorted(set(p.channel_keep) - set(shapes))
+            if unknown:
+                raise ValueError(f"prune.channel_keep names {unknown} are not prunable weights of this model; "
+                                 f"prunable: {sorted(shapes)}")
             try:
                 allocate(p.effective_allocation, p.density, shapes, p.layer_densities or None)
             except ValueError as exc:
@@ -299,7 +303,8 @@ class ScoreMask(Stage):
         density = allocate(p.effective_allocation, p.density, layer_shapes(model, p.ignore), p.layer_densities or None)
         rounds = p.rounds or scorer.default_rounds
         mask = prune_at_init(model, scorer, density, batches, rounds=rounds, schedule=p.schedule,
-                             scope="global" if p.effective_allocation == "global" else "layerwise", ignore=p.ignore)
+                             scope="global" if p.effective_allocation == "global" else "layerwise", ignore=p.ignore,
+                             channel_keep=p.channel_keep or None)
         _finish_mask(mask.cpu(), p, self.seed, out)
         return {"sample_passes": len(batches.x) * rounds if batches.x is not None else 0}
 

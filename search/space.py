@@ -84,7 +84,8 @@ class Categorical(BaseModel):
 Distribution = Annotated[Union[FloatRange, IntRange, Categorical], Field(discriminator="type")]
 
 
-Metric = Literal["val_accuracy", "test_accuracy", "remaining_params", "density", "flops"]
+Metric = Literal["val_accuracy", "test_accuracy", "remaining_params", "density", "flops",
+                 "export_params", "export_flops", "latency_ms"]  # the last three need export.enabled
 SAMPLER_NAMES = ("tpe", "random", "nsga2", "nsga3", "gp", "qmc", "grid", "bruteforce")
 CONSTRAINED_SAMPLERS = ("tpe", "nsga2", "nsga3", "gp")  # Optuna samplers that steer by constraints
 _CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
@@ -149,6 +150,9 @@ class OptunaConfig(BaseModel):
     layer_densities: FloatRange | None = Field(None, description="also search one relative density per "
         "prunable layer in this range (type: float); trials use allocation 'scaled', so each keeps exactly the "
         "target density overall (pruning-at-init methods)")
+    channel_keep: FloatRange | None = Field(None, description="also search one fraction of output channels kept "
+        "per prunable layer but the classifier, in this range (type: float): structured pruning at init, an "
+        "architecture search in effect (prune.channel_keep); pair with export.enabled to measure what it saves")
     scheduler: SchedulerConfig | None = Field(None, description="stop unpromising trials early (needs a "
         "validation split: data.val_fraction > 0)")
     constraints: list[str] = Field(default_factory=list, description="hard constraints on result columns, e.g. "
@@ -163,6 +167,12 @@ class OptunaConfig(BaseModel):
         for text in v:
             Constraint.parse(text)
         return v
+
+    @model_validator(mode="after")
+    def _one_layer_space(self) -> "OptunaConfig":
+        if self.channel_keep is not None and self.layer_densities is not None:
+            raise ValueError("layer_densities and channel_keep exclude each other: search weights or channels per layer")
+        return self
 
     @model_validator(mode="after")
     def _enumerable_for_grid(self) -> "OptunaConfig":
@@ -218,17 +228,22 @@ def expand_grid(blocks: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
 
 
 LAYER_PARAM = "layer_density/"  # Optuna parameter prefix of a per-layer relative density
+CHANNEL_PARAM = "channel_keep/"  # ... and of a per-layer fraction of channels kept
 
 
-def layer_space(rng: FloatRange, layer_names: list[str]) -> dict[str, FloatRange]:
+def layer_space(rng: FloatRange, layer_names: list[str], prefix: str = LAYER_PARAM) -> dict[str, FloatRange]:
     """One parameter per prunable layer (their names hold dots, so they are not config paths)."""
-    return {f"{LAYER_PARAM}{name}": rng for name in layer_names}
+    return {f"{prefix}{name}": rng for name in layer_names}
 
 
 def overrides_from_params(params: dict[str, Any]) -> dict[str, Any]:
-    """A study trial's parameters as config overrides: the per-layer ones become one 'scaled' allocation."""
+    """A study trial's parameters as config overrides: the per-layer densities become one 'scaled'
+    allocation, the per-layer channel fractions one ``prune.channel_keep``."""
     layers = {k[len(LAYER_PARAM):]: v for k, v in params.items() if k.startswith(LAYER_PARAM)}
-    out = {k: v for k, v in params.items() if not k.startswith(LAYER_PARAM)}
+    channels = {k[len(CHANNEL_PARAM):]: v for k, v in params.items() if k.startswith(CHANNEL_PARAM)}
+    out = {k: v for k, v in params.items() if not k.startswith((LAYER_PARAM, CHANNEL_PARAM))}
     if layers:
         out |= {"prune.allocation": "scaled", "prune.layer_densities": layers}
+    if channels:
+        out |= {"prune.channel_keep": channels}
     return out

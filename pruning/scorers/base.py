@@ -51,6 +51,11 @@ class Scorer:
     # and selection may bring back a weight an earlier round pruned (FORCE). False: the weights come with
     # the mask applied and a pruned weight stays pruned.
     revives: ClassVar[bool] = False
+    # True: the scorer builds its mask rather than ranking every weight (PHEW's random walks stop once
+    # they have visited ``budget`` weights), so ``prune_at_init`` sets ``self.budget`` (weights this round
+    # keeps, global allocation only) before each ``score``; the selection then keeps exactly those.
+    needs_budget: ClassVar[bool] = False
+    budget: int | None = None
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
