@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .mask import Mask, prunable_parameters
+from .structure import attention_heads
 from .scorers import Scorer, ScoringBatches
 from .select import Scope, density_schedule, kept_count, select_channels, select_topk
 
@@ -23,11 +24,13 @@ def prune_at_init(
     ignore: Iterable[str] = (),
     start: Mask | None = None,
     channel_keep: Mapping[str, float] | None = None,
+    head_keep: float | None = None,
 ) -> Mask:
     """Score, keep the top round(d_e*N), repeat for each round e with the mask applied.
 
     With ``channel_keep`` (layer -> fraction of output channels) whole rows are selected instead, each
-    layer reaching its fraction on the same schedule; ``density`` is then not used.
+    layer reaching its fraction on the same schedule; ``head_keep`` (a fraction of every attention
+    module's heads) drops whole heads the same way. In this structured mode ``density`` is not used.
 
     The scorer sees a float64 deep copy, so deep products neither overflow nor tie, and the
     caller's model (its weights, BatchNorm statistics, grads) is left untouched.
@@ -38,7 +41,14 @@ def prune_at_init(
     params = prunable_parameters(work, ignore)
     original = {n: p.detach().clone() for n, p in params.items()}
     mask = start.to(next(iter(params.values())).device) if start is not None else Mask.ones(work, ignore)
-    if channel_keep:
+    heads = attention_heads(work) if head_keep is not None else {}
+    if head_keep is not None and not heads:
+        raise ValueError("head_keep: the model has no attention heads (modules with q, k, v, proj, heads, head_dim)")
+    structured = bool(channel_keep) or head_keep is not None
+    head_steps = [head_keep ** (e / rounds) if schedule == "exponential" else 1 - (1 - head_keep) * e / rounds
+                  for e in range(1, rounds + 1)] if head_keep is not None else [None] * rounds
+    channel_keep = channel_keep or {}
+    if structured:
         steps = [
             {n: f ** (e / rounds) if schedule == "exponential" else 1 - (1 - f) * e / rounds
              for n, f in channel_keep.items()}
@@ -52,22 +62,22 @@ def prune_at_init(
         ]
     else:
         steps = density_schedule(density, rounds, schedule)
-    for d_e in steps:
+    for d_e, h_e in zip(steps, head_steps):
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(original[n] if scorer.revives else original[n] * mask[n])
         if scorer.needs_budget:
-            if not isinstance(d_e, float) or channel_keep:
+            if not isinstance(d_e, float) or structured:
                 raise ValueError(f"{type(scorer).__name__} builds one mask for the whole network: it needs "
-                                 "allocation 'global' (not per-layer densities or channel_keep)")
+                                 "allocation 'global' (not per-layer densities, channel_keep or head_keep)")
             scorer.budget = kept_count(d_e, sum(p.numel() for p in params.values()))
         scores = scorer.score(work, params, mask, batches)
         missing = set(params) - set(scores)
         if missing:
             raise RuntimeError(f"scorer {type(scorer).__name__} returned no scores for {sorted(missing)}")
         current = None if scorer.revives else mask
-        if channel_keep:
-            mask = select_channels(scores, d_e, current=current)
+        if structured:
+            mask = select_channels(scores, d_e, current=current, heads=heads, head_keep=h_e)
         else:
             mask = select_topk(scores, d_e, scope=scope, current=current)
     return mask.cpu()

@@ -123,6 +123,9 @@ class PruneConfig(BaseModel):
         default_factory=dict, description="pruning at init, structured: prunable weight name -> fraction of its "
         "output channels kept (whole rows, at least one; an architecture in effect). Layers not named keep every "
         "channel, and prune.sparsity and allocation are not used: the kept channels fix the density")
+    head_keep: float | None = Field(None, gt=0.0, le=1.0, description="pruning at init, structured: fraction of "
+        "the heads of every attention module kept (whole heads: their q, k and v rows, ranked by summed score); "
+        "combine with channel_keep for the MLP channels")
     examples_per_class: int = Field(10, ge=1, description="data-driven scorers: class-balanced examples")
     bn_mode: Literal["eval", "train"] = Field("eval", description="SNIP/GraSP: BatchNorm mode while scoring")
     prospr_steps: int = Field(3, ge=0, description="ProsPr: unrolled SGD steps the meta-gradient goes through "
@@ -175,8 +178,9 @@ class PruneConfig(BaseModel):
         for name, f in self.channel_keep.items():
             if not 0.0 < f <= 1.0:
                 raise ValueError(f"channel_keep[{name!r}] = {f}: a fraction of channels kept must be in (0, 1]")
-        if self.channel_keep and self.layer_densities:
-            raise ValueError("channel_keep (channels per layer) and layer_densities (weights per layer) exclude each other")
+        if (self.channel_keep or self.head_keep is not None) and self.layer_densities:
+            raise ValueError("channel_keep/head_keep (whole channels or heads) and layer_densities (weights per "
+                             "layer) exclude each other")
         if self.ablation != "none":
             allowed = METHOD_ABLATIONS[self.method]
             if self.ablation not in allowed:

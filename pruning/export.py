@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .mask import PRUNABLE_TYPES, Mask
+from .structure import is_attention
 
 __all__ = ["export_channel_pruned", "channel_counts", "ExportMismatchError", "ConstantInputConv1d", "ConstantInputConv2d"]
 
@@ -115,10 +116,6 @@ def _is_channelwise(module: nn.Module) -> bool:
 
 def _prunable_ok(module: nn.Module) -> bool:
     return type(module) in PRUNABLE_TYPES and (not isinstance(module, _CONVS) or module.groups == 1)
-
-
-def _is_attention(module: nn.Module) -> bool:
-    return all(hasattr(module, a) for a in ("q", "k", "v", "proj", "heads", "head_dim"))
 
 
 def _check_mask(model: nn.Module, mask: Mask) -> None:
@@ -289,7 +286,7 @@ def _to_constant_input(module: nn.Module, kernel: torch.Tensor) -> nn.Module:
 def _remove_dead_heads(work: nn.Module, mask: Mask) -> None:
     """Drop attention heads whose value rows are all zero; fold their constant output into ``proj``."""
     for name, attn in list(work.named_modules()):
-        if not _is_attention(attn):
+        if not is_attention(attn):
             continue
         v_key = f"{name}.v.weight" if name else "v.weight"
         if v_key not in mask:
@@ -355,7 +352,7 @@ def _attempt(masked: nn.Module, mask: Mask, probe: torch.Tensor, refused: set[st
 
     work = copy.deepcopy(masked)
     _remove_dead_heads(work, mask)
-    attention_parts = {m for a in work.modules() if _is_attention(a) for m in (a.q, a.k, a.v, a.proj)}
+    attention_parts = {m for a in work.modules() if is_attention(a) for m in (a.q, a.k, a.v, a.proj)}
     with warnings.catch_warnings():  # groups on unwrapped parameters (ViT's cls/pos) are refused anyway
         warnings.simplefilter("ignore", UserWarning)
         graph = tp.DependencyGraph().build_dependency(work, example_inputs=probe[:1])

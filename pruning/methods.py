@@ -30,7 +30,8 @@ from .stages import (  # noqa: F401
 )
 
 # What every pruning-at-init mask reads besides its scorer's own options.
-AT_INIT_FIELDS = ("sparsity", "scope", "ignore", "allocation", "layer_densities", "channel_keep", "rounds",
+AT_INIT_FIELDS = ("sparsity", "scope", "ignore", "allocation", "layer_densities", "channel_keep", "head_keep",
+                  "rounds",
                   "schedule", "ablation")
 
 

@@ -11,6 +11,7 @@ from typing import Literal, Mapping
 import torch
 
 from .mask import Mask
+from .structure import HeadGroup
 
 Scope = Literal["global", "layerwise"]
 
@@ -87,10 +88,32 @@ def select_channels(
     scores: Mapping[str, torch.Tensor],
     keep_fraction: Mapping[str, float],
     current: Mask | None = None,
+    heads: Mapping[str, HeadGroup] | None = None,
+    head_keep: float | None = None,
 ) -> Mask:
     """Keep whole output channels (rows): in each named layer the ``max(1, round(f * rows))`` rows with
-    the highest summed score; layers not named keep every row. Rows ``current`` already prunes are the
-    last to be kept, as in ``select_topk``."""
+    the highest summed score; layers not named keep every row. With ``heads`` and ``head_keep``, each
+    attention module keeps ``max(1, round(head_keep * heads))`` whole heads (their q, k and v rows),
+    ranked by the summed score of those rows. Rows ``current`` already prunes are the last to be kept,
+    as in ``select_topk``."""
+    mask = _select_rows(scores, keep_fraction, current)
+    for group in (heads or {}).values() if head_keep is not None else ():
+        per_head = torch.zeros(group.heads, dtype=torch.float64)
+        for name in group.rows:
+            s = scores[name].detach().to(torch.float64).cpu().reshape(group.heads, -1).sum(dim=1)
+            per_head += s
+        if current is not None:
+            alive = current[group.rows[2]].cpu().reshape(group.heads, -1).any(dim=1)
+            per_head[~alive] = float("-inf")
+        keep = _keep_topk(per_head, max(1, int(round(head_keep * group.heads))))
+        for name in group.rows:
+            rows = keep.repeat_interleave(group.head_dim).to(mask[name].device)
+            mask[name] = mask[name] & rows.view(-1, *([1] * (mask[name].dim() - 1)))
+    return mask
+
+
+def _select_rows(scores: Mapping[str, torch.Tensor], keep_fraction: Mapping[str, float],
+                 current: Mask | None) -> Mask:
     mask = Mask()
     for name, s in scores.items():
         rows = s.shape[0]

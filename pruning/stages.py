@@ -273,6 +273,15 @@ class ScoreMask(Stage):
         shapes = layer_shapes(model, p.ignore)
         if self.method != "dense":
             SCORERS.get(self.method).check_model(model, data.input_shape)
+            if p.head_keep is not None:
+                from .structure import attention_heads
+
+                groups = attention_heads(model)
+                if not groups:
+                    raise ValueError(f"prune.head_keep: model {self.start.model.name!r} has no attention heads")
+                both = sorted(set(p.channel_keep) & {n for g in groups.values() for n in g.rows})
+                if both:
+                    raise ValueError(f"prune.channel_keep names {both}: their rows are heads, set by prune.head_keep")
             unknown = sorted(set(p.channel_keep) - set(shapes))
             if unknown:
                 raise ValueError(f"prune.channel_keep names {unknown} are not prunable weights of this model; "
@@ -304,7 +313,7 @@ class ScoreMask(Stage):
         rounds = p.rounds or scorer.default_rounds
         mask = prune_at_init(model, scorer, density, batches, rounds=rounds, schedule=p.schedule,
                              scope="global" if p.effective_allocation == "global" else "layerwise", ignore=p.ignore,
-                             channel_keep=p.channel_keep or None)
+                             channel_keep=p.channel_keep or None, head_keep=p.head_keep)
         _finish_mask(mask.cpu(), p, self.seed, out)
         return {"sample_passes": len(batches.x) * rounds if batches.x is not None else 0}
 

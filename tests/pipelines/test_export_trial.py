@@ -95,3 +95,31 @@ sweep:
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match="layers.9.weight"):
         preflight(*load_experiment(tmp_path / "bad.yaml"), tmp_path / "out")
+
+
+def test_vit_heads_and_mlp_channels_pruned_at_init_and_exported(tmp_path):
+    """head_keep drops whole heads (their q, k, v rows), channel_keep MLP channels; the export stage
+    turns them into a ViT with fewer heads and a narrower MLP, and its row reports that network."""
+    raw = {**RAW, "model": {"name": "vit", "options": {"dim": 32, "heads": 4, "depth": 2, "patch_size": 4}},
+           "prune": {"method": "magnitude", "sparsity": 0.5, "head_keep": 0.5,
+                     "channel_keep": {"blocks.0.mlp.0.weight": 0.25, "blocks.1.mlp.0.weight": 0.5}}}
+    cfg = trial_config(raw, {})
+    store = ArtifactStore(tmp_path / "store")
+    row = run_trial(cfg, store, log=lambda m: None)
+    graph = trial_graph(cfg)
+    mask = Mask.load(store.get(graph.plan.mask.name, graph.plan.mask.key).file("mask.pt"))
+    for b in range(2):
+        heads_alive = mask[f"blocks.{b}.attn.v.weight"].any(1).reshape(4, 8).any(1)
+        assert int(heads_alive.sum()) == 2
+        for part in ("q", "k"):  # q and k drop the same heads as v
+            assert torch.equal(mask[f"blocks.{b}.attn.{part}.weight"].any(1).reshape(4, 8).any(1), heads_alive)
+    data = load_dataset(cfg.data)
+    model = fresh_model(data, cfg.model, cfg.seed)
+    model.load_state_dict(torch.load(store.get(graph.trained.name, graph.trained.key).file("model.pt"),
+                                     weights_only=True))
+    exported = export_channel_pruned(model, mask, data.train.x[:8])
+    assert [blk.attn.heads for blk in exported.blocks] == [2, 2]
+    assert [blk.mlp[0].out_features for blk in exported.blocks] == [16, 32]
+    assert row["export_params"] == sum(p.numel() for p in exported.parameters())
+    with pytest.raises(ConfigError, match="head_keep"):
+        trial_config({**RAW, "prune": {**RAW["prune"], "head_keep": 0.0}}, {})

@@ -34,7 +34,7 @@ RAW = yaml.safe_load(textwrap.dedent(
 
 
 @pytest.mark.parametrize("method", ["random", "magnitude", "snip", "grasp", "synflow", "px", "imp", "pdp", "wanda",
-                                    "sparsegpt", "iter_snip", "force", "prospr"])
+                                    "sparsegpt", "iter_snip", "force", "prospr", "phew", "ntksap"])
 def test_each_method_hits_the_target_sparsity(tmp_path, method):
     cfg = trial_config(RAW, {"prune.method": method, "prune.sparsity": 0.8})
     row = run_trial(cfg, tmp_path, log=lambda m: None)
