@@ -63,7 +63,8 @@ def check_search_space(cfg: ExperimentConfig) -> None:
         method = opt.fixed.get("prune.method", cfg.prune.method)
         if method not in SCORERS or opt.fixed.get("prune.magnitude_at", cfg.prune.magnitude_at) == "trained" \
                 and method == "magnitude":
-            raise ConfigError(f"invalid config:\n  sweep.optuna.{field}: per-layer {field.replace('_', ' ')} apply to "
+            what = {"layer_densities": "densities", "channel_keep": "channel fractions"}[field]
+            raise ConfigError(f"invalid config:\n  sweep.optuna.{field}: per-layer {what} apply to "
                               f"pruning-at-init methods ({', '.join(SCORERS.names())}); the search prunes with "
                               f"{method!r} (set it in sweep.optuna.fixed)")
         searched = [a for a in opt.space if a.startswith(("model", "prune.method", "prune.ignore", "data"))]

@@ -67,8 +67,10 @@ class InvertedScorer(Scorer):
         self.inner = inner
         self.needs_data = inner.needs_data
         self.default_rounds = inner.default_rounds
+        self.needs_budget = inner.needs_budget
 
     def score(self, model, params, mask, batches):
+        self.inner.budget = self.budget
         return invert_scores(self.inner.score(model, params, mask, batches), mask)
 
 
