@@ -351,6 +351,7 @@ def sweep_points(cfg: ExperimentConfig) -> list[tuple[str, dict[str, Any]]]:
         for axis, dist in opt.space.items():
             points += [(f"sweep.optuna.space.{axis}={value!r}", {**opt.fixed, axis: value})
                        for value in dist.endpoints()]
+        points += opt.conditional_points()
     return points or [("config", {})]
 
 

@@ -71,11 +71,14 @@ def check_search_space(cfg: ExperimentConfig) -> None:
         if searched:
             raise ConfigError(f"invalid config:\n  sweep.optuna.{field}: the layers must be the same in every "
                               f"trial, but the search also varies {searched}")
-    for axis, dist in cfg.sweep.optuna.space.items():
+    ranges = [(f"space.{axis}", d) for axis, d in opt.space.items()] + [
+        (f"conditional.{axis}.{choice}.{path}", d)
+        for axis, branches in opt.conditional.items() for choice, sub in branches.items() for path, d in sub.items()]
+    for where, dist in ranges:
         try:
             dist.to_optuna()
         except ValueError as exc:
-            raise ConfigError(f"invalid config:\n  sweep.optuna.space.{axis}: {exc}") from None
+            raise ConfigError(f"invalid config:\n  sweep.optuna.{where}: {exc}") from None
 
 
 def check_tracking_server(uri: str | None) -> None:

@@ -459,8 +459,10 @@ def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: Track
     settle_ended(study, ended, metrics, constraints)
     todo = remaining_trials(study, opt.num_samples)
     if todo > 0:
+        conditional = {axis: {choice: {k: d.to_optuna() for k, d in sub.items()} for choice, sub in branches.items()}
+                       for axis, branches in opt.conditional.items()}
         searcher = StudySearcher(study, {k: d.to_optuna() for k, d in search_space(cfg, raw).items()}, metrics,
-                                 opt.num_samples, constraints)
+                                 opt.num_samples, constraints, conditional)
         view.say(f"optuna phase: {todo} trials (study {state.study_name!r} in {state.study_path}), "
                  f"objectives {[(o.metric, o.mode) for o in opt.objectives]}"
                  + (f", constraints {opt.constraints}" if constraints else ""))

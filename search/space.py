@@ -159,6 +159,9 @@ class OptunaConfig(BaseModel):
         "'flops <= 2e6': trials that break one are never on the Pareto front; tpe, nsga2, nsga3 and gp steer by them")
     space: dict[str, Distribution] = Field(min_length=1,
         description="dotted config path -> range or choices (see Search spaces below)")
+    conditional: dict[str, dict[str, dict[str, Distribution]]] = Field(default_factory=dict, description=(
+        "define-by-run spaces: categorical axis of `space` -> one of its choices -> {dotted path: range}, "
+        "searched only in trials that chose it (e.g. PDP's tau only when prune.method is pdp)"))
     fixed: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value for every Optuna trial")
 
     @field_validator("constraints")
@@ -173,6 +176,36 @@ class OptunaConfig(BaseModel):
         if self.channel_keep is not None and self.layer_densities is not None:
             raise ValueError("layer_densities and channel_keep exclude each other: search weights or channels per layer")
         return self
+
+    @model_validator(mode="after")
+    def _conditional_on_choices(self) -> "OptunaConfig":
+        for axis, branches in self.conditional.items():
+            parent = self.space.get(axis)
+            if not isinstance(parent, Categorical):
+                raise ValueError(f"conditional.{axis}: a conditional space hangs off a categorical axis of `space`; "
+                                 f"categorical axes: {sorted(k for k, d in self.space.items() if isinstance(d, Categorical))}")
+            names = {str(c): c for c in parent.choices}
+            for choice, sub in branches.items():
+                if str(choice) not in names:
+                    raise ValueError(f"conditional.{axis}.{choice}: not one of its choices {parent.choices}")
+                clash = sorted(set(sub) & (set(self.space) | set(self.fixed)))
+                if clash:
+                    raise ValueError(f"conditional.{axis}.{choice}: {clash} are already in space or fixed")
+        if self.conditional and self.sampler in ("grid", "bruteforce", "qmc"):
+            raise ValueError(f"sampler {self.sampler!r} needs one fixed space; conditional spaces need a "
+                             "define-by-run sampler (tpe, random, nsga2, nsga3, gp)")
+        return self
+
+    def conditional_points(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each conditional range at each end, with the choice that enables it (for validation)."""
+        out = []
+        for axis, branches in self.conditional.items():
+            choices = {str(c): c for c in self.space[axis].choices}  # type: ignore[union-attr]
+            for choice, sub in branches.items():
+                for path, dist in sub.items():
+                    out += [(f"sweep.optuna.conditional.{axis}.{choice}.{path}={v!r}",
+                             {**self.fixed, axis: choices[str(choice)], path: v}) for v in dist.endpoints()]
+        return out
 
     @model_validator(mode="after")
     def _enumerable_for_grid(self) -> "OptunaConfig":

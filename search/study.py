@@ -115,12 +115,26 @@ def settle_ended(study: optuna.Study, rows: dict[int, dict], metrics: list[str],
     return settled
 
 
+def suggest(trial: optuna.Trial, name: str, dist) -> Any:
+    """A define-by-run suggestion from an Optuna distribution (through Trial's public methods)."""
+    d = optuna.distributions
+    if isinstance(dist, d.FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, d.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_categorical(name, dist.choices)
+
+
 class StudySearcher(Searcher):
+    """``space``: path -> Optuna distribution for every trial; ``conditional``: categorical path -> its
+    choice (as text) -> {path: distribution} asked only when that choice was drawn."""
+
     def __init__(self, study: optuna.Study, space: dict[str, Any], metrics: list[str], num_samples: int,
-                 constraints: list = ()) -> None:
+                 constraints: list = (), conditional: dict[str, dict[str, dict[str, Any]]] | None = None) -> None:
         super().__init__(metric=None, mode=None)
         self.study = study
         self.space = space
+        self.conditional = conditional or {}
         self.metrics = metrics
         self.num_samples = num_samples
         self.constraints = list(constraints)
@@ -138,6 +152,9 @@ class StudySearcher(Searcher):
             if len(self.study.get_trials(deepcopy=False)) >= self.num_samples:
                 return Searcher.FINISHED
             trial = self.study.ask(fixed_distributions=self.space)
+            for axis, branches in self.conditional.items():
+                for path, dist in branches.get(str(trial.params[axis]), {}).items():
+                    suggest(trial, path, dist)
             number, params = trial.number, trial.params
         self._live[trial_id] = number
         return {"overrides": overrides_from_params(dict(params)), "optuna_number": number}

@@ -224,6 +224,8 @@ class Trainer:
         use_amp = self.cfg.amp and self.device.type == "cuda"
         model.train()
         spe = self.steps_per_epoch
+        on_device = self.device.type != "cpu"
+        finite: torch.Tensor | None = None
         while step < end:
             epoch, offset = divmod(step, spe)
             order = self._epoch_order(epoch)
@@ -241,7 +243,9 @@ class Trainer:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     out = model(x)
                 loss = F.cross_entropy(out.float(), y)
-                if not torch.isfinite(loss):
+                if on_device:  # checked once per epoch below: a per-step check would wait for the GPU
+                    finite = torch.isfinite(loss) if finite is None else finite & torch.isfinite(loss)
+                elif not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"training diverged at iteration {step} (loss={loss.item()}); lower train.lr"
                     )
@@ -255,6 +259,10 @@ class Trainer:
                         named[n].mul_(m)
                 sample_passes += len(idx)
                 step += 1
+            if finite is not None and not bool(finite):
+                raise FloatingPointError(f"training diverged by iteration {step} (a non-finite loss in epoch "
+                                         f"{epoch + 1}); lower train.lr")
+            finite = None
             if (eval_every_epoch and step % spe == 0) or step >= end:
                 record = {"epoch": epoch + 1, "step": step, "train_loss": loss.item(), "lr": self.lr_at(step - 1)}
                 if len(self.data.val):
