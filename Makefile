@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 OUT    ?= runs/quickstart
 
-.PHONY: install demo test smoke clean
+.PHONY: install demo test smoke bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ smoke: install
 	    || { tail -40 runs/smoke/$$name.log; exit 1; }; \
 	  tail -3 runs/smoke/$$name.log; \
 	done
+
+# The benchmark suite (benchmarks/run_all.py): JSON in benchmarks/results/, then the README's
+# Performance section re-rendered from it. Under 30 minutes on 2 cores; bench-quick under 5.
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+bench-quick: install
+	$(BIN)/python benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) runs

@@ -99,6 +99,16 @@ class PhewScorer(Scorer):
         seen = 0
         walks, starts_f, starts_b = 0, 0, 0
         stalled = 0
+
+        def step_over(i: int, o: int, c: int) -> None:
+            """Take one weight of kernel (o, c) of layer i, a position drawn by abs(w); note a first visit."""
+            nonlocal seen
+            layer = layers[i]
+            idx = (o * layer.inp + c) * layer.k + _draw(layer.pos[o, c], rng.random())
+            if first[i][idx] < 0:
+                first[i][idx] = seen
+                seen += 1
+
         while seen < budget:
             before = seen
             if walks % 2 == 0:  # forward, from an input unit
@@ -108,11 +118,7 @@ class PhewScorer(Scorer):
                     o = _draw(layer.fwd[c], rng.random())
                     if o < 0:
                         break
-                    p = _draw(layer.pos[o, c], rng.random())
-                    idx = (o * layer.inp + c) * layer.k + p
-                    if first[i][idx] < 0:
-                        first[i][idx] = seen
-                        seen += 1
+                    step_over(i, o, c)
                     if i + 1 < len(layers):
                         s = links[i]
                         c = o * s + (int(rng.integers(s)) if s > 1 else 0)
@@ -120,15 +126,10 @@ class PhewScorer(Scorer):
                 o = starts_b % layers[-1].out
                 starts_b += 1
                 for i in range(len(layers) - 1, -1, -1):
-                    layer = layers[i]
-                    c = _draw(layer.bwd[o], rng.random())
+                    c = _draw(layers[i].bwd[o], rng.random())
                     if c < 0:
                         break
-                    p = _draw(layer.pos[o, c], rng.random())
-                    idx = (o * layer.inp + c) * layer.k + p
-                    if first[i][idx] < 0:
-                        first[i][idx] = seen
-                        seen += 1
+                    step_over(i, o, c)
                     if i > 0:
                         o = c // links[i - 1]
             walks += 1
