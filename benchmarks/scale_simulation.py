@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from ray.cluster_utils import Cluster
 
     # Every concurrent task is a worker process importing torch (~0.3 GB): the logical CPUs bound memory.
-    nodes, cpus, trials, shared, parent_s, runs = (4, 2, 200, 4, 1.0, 40) if args.quick else (8, 3, 1000, 6, 2.0, 200)
+    nodes, cpus, trials, shared, parent_s, runs = (2, 2, 200, 4, 1.0, 40) if args.quick else (8, 3, 1000, 6, 2.0, 200)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus})
     for _ in range(nodes - 1):
         cluster.add_node(num_cpus=cpus)

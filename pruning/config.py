@@ -29,7 +29,7 @@ def method_names() -> list[str]:
     return sorted(METHOD_ABLATIONS)
 
 
-Structure = Literal["unstructured", "nm", "channel"]
+Structure = Literal["unstructured", "nm", "channel", "head"]
 
 
 class NMPattern(BaseModel):
@@ -66,7 +66,8 @@ class PDPConfig(NMPattern):
         0.8, gt=0, le=1, description="the ramp reaches the full target by this fraction of the epochs"
     )
     structure: Structure = Field("unstructured",
-        description="prune single weights, N:M groups, or whole output channels")
+        description="prune single weights, N:M groups, whole output channels, or whole attention heads "
+        "(q, k, v rows together; every other layer by channel)")
 
 
 

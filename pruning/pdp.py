@@ -57,6 +57,13 @@ Variants (``structure``):
   global order, stopping at the closest count). The achieved sparsity is then exact to within one
   filter and is what the mask reports; per layer, the kept channel count is exact. Dropping rows of
   the classifier removes classes, so pass ``ignore=("fc.weight",)`` for channel pruning.
+* ``head`` -- ``channel`` for every layer except the ``q``, ``k`` and ``v`` projections of attention
+  modules (``pruning.structure``), which are pruned by whole heads: a head's unit is its rows in all
+  three, scored by their RMS, and its soft mask ``sigmoid((ms_h - t^2)/tau)`` (``ms_h`` the mean square
+  over those rows) scales the head's rows in each of the three layers alike. Each layer's gradient flows
+  through its own share of ``ms_h`` (the other two layers' rows enter detached). Budgets: heads and
+  channels of all layers in one global sort, a head weighing its ``3 * head_dim * fan_in`` weights. The
+  hard mask drops whole heads (the same ones in q, k and v), which ``pruning.export`` then removes.
 """
 from __future__ import annotations
 
@@ -73,6 +80,7 @@ from training.trainer import Trainer
 from .config import PDPConfig, Structure  # noqa: F401 (re-exported)
 from .mask import PRUNABLE_TYPES, Mask, SparsityReport, prunable_parameters
 from .select import kept_count, select_topk
+from .structure import attention_heads
 
 __all__ = [
     "PDPConfig",
@@ -158,9 +166,11 @@ class PDPMask(nn.Module):
     every forward, so it always matches the weights the optimizer just produced.
     """
 
-    def __init__(self, structure: Structure, tau: float, tau_mode: str, units: int, m: int = 4) -> None:
+    def __init__(self, structure: Structure, tau: float, tau_mode: str, units: int, m: int = 4,
+                 partners: tuple[nn.Parameter, ...] = ()) -> None:
         super().__init__()
         self.structure = structure
+        self.partners = partners  # head structure: the same heads' weights in the other projections
         self.tau = float(tau)
         self.tau_mode = tau_mode
         self.units = int(units)  # weights, output channels, or M: keep == units means dense
@@ -179,6 +189,12 @@ class PDPMask(nn.Module):
             t = magnitude_threshold(w.detach().abs(), self.keep)
             t2 = t * t
             return torch.sigmoid((w * w - t2) / self._temperature(t2))
+        if self.structure == "head":
+            ms = head_mean_square(w, [p.detach() for p in self.partners], self.units)
+            t = magnitude_threshold(ms.detach().sqrt(), self.keep)
+            t2 = t * t
+            rows = torch.sigmoid((ms - t2) / self._temperature(t2)).repeat_interleave(w.shape[0] // self.units)
+            return rows.view((-1,) + (1,) * (w.dim() - 1))
         if self.structure == "channel":
             ms = (w * w).flatten(1).mean(1)  # mean square per output filter
             t = magnitude_threshold(ms.detach().sqrt(), self.keep)
@@ -197,6 +213,12 @@ class PDPMask(nn.Module):
         return w * self.soft_mask(w)
 
 
+def head_mean_square(w: torch.Tensor, partners: list[torch.Tensor], heads: int) -> torch.Tensor:
+    """Mean square of each head's rows over ``w`` and its partner projections (q, k, v)."""
+    total = sum((x * x).reshape(heads, -1).sum(1) for x in [w, *partners])
+    return total / (w.numel() // heads * (1 + len(partners)))
+
+
 # --------------------------------------------------------------------------------------------- controller
 @dataclass
 class _Layer:
@@ -204,8 +226,9 @@ class _Layer:
     module: nn.Module
     param: nn.Parameter
     pmask: PDPMask
-    units: int  # weights / channels / group size M
+    units: int  # weights / channels / group size M / heads
     final_keep: int = -1  # decided at epoch s
+    group: tuple[str, ...] = ()  # head structure: the q, k, v weight names this layer's heads span
 
 
 def _modules_by_weight_name(model: nn.Module) -> dict[str, nn.Module]:
@@ -221,24 +244,35 @@ def _channel_scores(w: torch.Tensor) -> torch.Tensor:
 
 
 def _channel_budgets(layers: list[_Layer], target_sparsity: float) -> dict[str, int]:
-    """Kept channels per layer from one global sort of RMS filter norms (see module docstring)."""
+    """Kept units per layer from one global sort of RMS scores (see module docstring): a channel weighs
+    its filter, a head (``group``: every layer of it) its rows in all the group's layers."""
     scores, owner, sizes = [], [], []
-    for i, layer in enumerate(layers):
-        s = _channel_scores(layer.param)
+    owners: list[tuple[str, ...]] = []
+    by_name = {l.name: l for l in layers}
+    for layer in layers:
+        if layer.group and layer.group[0] != layer.name:
+            continue  # a head group is scored once, by its first layer
+        if layer.group:
+            members = [by_name[n].param.detach().double() for n in layer.group]
+            s = head_mean_square(members[0], members[1:], layer.units).sqrt()
+            size = sum(m[0].numel() for m in members) * (members[0].shape[0] // layer.units)
+        else:
+            s = _channel_scores(layer.param)
+            size = layer.param[0].numel()
+        owners.append(layer.group or (layer.name,))
         scores.append(s)
-        owner.append(torch.full_like(s, i, dtype=torch.long))
-        fan_in = layer.param[0].numel()
-        sizes.append(torch.full_like(s, fan_in, dtype=torch.long))
+        owner.append(torch.full_like(s, len(owners) - 1, dtype=torch.long))
+        sizes.append(torch.full_like(s, size, dtype=torch.long))
     cat, own, size = torch.cat(scores).cpu(), torch.cat(owner).cpu(), torch.cat(sizes).cpu()
     total = int(size.sum())
     goal = kept_count(target_sparsity, total)  # pruned weights wanted
     order = torch.argsort(cat, stable=True)
     cum = torch.cumsum(size[order], 0)
-    # number of lowest channels to prune: the prefix length whose pruned count is closest to goal
+    # number of lowest units to prune: the prefix length whose pruned count is closest to goal
     cand = torch.cat([torch.zeros(1, dtype=torch.long), cum])
     n_prune = int(torch.argmin((cand - goal).abs()))
-    pruned = torch.bincount(own[order[:n_prune]], minlength=len(layers))
-    return {layer.name: layer.units - int(pruned[i]) for i, layer in enumerate(layers)}
+    pruned = torch.bincount(own[order[:n_prune]], minlength=len(owners))
+    return {name: by_name[name].units - int(pruned[i]) for i, names in enumerate(owners) for name in names}
 
 
 def _unstructured_budgets(layers: list[_Layer], target_sparsity: float) -> dict[str, int]:
@@ -249,12 +283,20 @@ def _unstructured_budgets(layers: list[_Layer], target_sparsity: float) -> dict[
 @torch.no_grad()
 def _hard_mask(layer: _Layer, structure: Structure, keep: int, m: int) -> torch.Tensor:
     w = layer.param.detach()
+    if layer.group:  # whole heads, ranked by their rows in q, k and v together, summed in the group's order
+        others = iter(layer.pmask.partners)  # so every member ranks the heads identically
+        members = [w.double() if n == layer.name else next(others).detach().double() for n in layer.group]
+        scores = head_mean_square(members[0], members[1:], layer.units)
+        keep_heads = torch.zeros(layer.units, dtype=torch.bool)
+        keep_heads[torch.topk(scores.cpu(), keep, sorted=False).indices] = True
+        rows = keep_heads.repeat_interleave(w.shape[0] // layer.units).to(w.device)
+        return rows.view((-1,) + (1,) * (w.dim() - 1)).expand_as(w).clone()
     if structure == "unstructured":
         sel = select_topk({layer.name: w.abs()}, {layer.name: keep / w.numel()}, "layerwise")
         mask = sel[layer.name]
         assert int(mask.sum()) == keep
         return mask
-    if structure == "channel":
+    if structure in ("channel", "head"):
         scores = _channel_scores(w)
         sel = select_topk({layer.name: scores}, {layer.name: keep / scores.numel()}, "layerwise")
         keep_rows = sel[layer.name]
@@ -303,18 +345,32 @@ def run_pdp(
 
     layers: list[_Layer] = []
     skipped: list[str] = []
+    groups = {n: g for g in attention_heads(model).values() for n in g.rows} if structure == "head" else {}
+    if structure == "head" and not groups:
+        raise ValueError("PDP structure 'head' needs attention modules (q, k, v, proj, heads, head_dim); "
+                         "use 'channel' for this model")
     for name, p in params.items():
+        group = groups.get(name)
+        if group is not None:
+            missing = [n for n in group.rows if n not in params]
+            if missing:
+                raise ValueError(f"PDP structure 'head': {missing} are in prune.ignore, but {name} is pruned; "
+                                 "a head spans q, k and v")
+            partners = tuple(params[n] for n in group.rows if n != name)
+            pm = PDPMask("head", cfg.tau, cfg.tau_mode, group.heads, cfg.m, partners)
+            layers.append(_Layer(name, modules[name], p, pm, group.heads, group=group.rows))
+            continue
         if structure == "nm":
             fan_in = p[0].numel()
             if fan_in % cfg.m != 0:
                 skipped.append(name)
                 continue
             units = cfg.m
-        elif structure == "channel":
+        elif structure in ("channel", "head"):
             units = p.shape[0]
         else:
             units = p.numel()
-        pm = PDPMask(structure, cfg.tau, cfg.tau_mode, units, cfg.m)
+        pm = PDPMask("channel" if structure == "head" else structure, cfg.tau, cfg.tau_mode, units, cfg.m)
         layers.append(_Layer(name, modules[name], p, pm, units))
     if structure == "nm" and not layers:
         raise ValueError(
@@ -326,7 +382,7 @@ def run_pdp(
     def set_budgets() -> None:
         if structure == "unstructured":
             budgets = _unstructured_budgets(layers, target_sparsity)
-        elif structure == "channel":
+        elif structure in ("channel", "head"):
             budgets = _channel_budgets(layers, target_sparsity)
         else:
             budgets = {l.name: cfg.n for l in layers}
@@ -337,7 +393,9 @@ def run_pdp(
     def unit_weights(l: _Layer, keep: int) -> int:
         if structure == "unstructured":
             return keep
-        if structure == "channel":
+        if l.group:
+            return keep * (l.param.shape[0] // l.units) * l.param[0].numel()
+        if structure in ("channel", "head"):
             return keep * l.param[0].numel()
         return l.param.numel() // cfg.m * keep
 

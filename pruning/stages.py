@@ -338,7 +338,14 @@ class PdpMask(Stage):
         return {"start": self.start}
 
     def check(self, env: StageEnv) -> None:
-        Mask.ones(fresh_model(env.data(self.start.data), self.start.model, self.seed), self.prune.ignore)
+        model = fresh_model(env.data(self.start.data), self.start.model, self.seed)
+        Mask.ones(model, self.prune.ignore)
+        if self.prune.pdp.structure == "head":
+            from .structure import attention_heads
+
+            if not attention_heads(model):
+                raise ValueError(f"prune.pdp.structure 'head': model {self.start.model.name!r} has no attention "
+                                 "heads; use 'channel'")
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         from .pdp import run_pdp

@@ -253,3 +253,54 @@ def test_channel_final_mask_drops_whole_filters(digits):
     fan_in_max = max(m[0].numel() for m in res.mask.values())
     assert abs(pruned_weights - target * total) <= fan_in_max / 2 + 1e-9
     assert res.test_accuracy > 0.3
+
+
+# --------------------------------------------------------------------------------------------- heads
+def test_head_soft_mask_is_one_value_per_head_across_q_k_v():
+    """Every projection of a head gets sigmoid((ms_h - t^2)/tau), ms_h the mean square of the head's rows
+    in q, k and v together and t the midpoint of the keep-th and next head RMS (by hand below)."""
+    gen = torch.Generator().manual_seed(0)
+    heads, dh, d = 4, 3, 6
+    q, k, v = (nn.Parameter(torch.randn(heads * dh, d, generator=gen) * s) for s in (1.0, 0.5, 2.0))
+    ms = torch.stack([(torch.cat([x.detach()[h * dh:(h + 1) * dh] for x in (q, k, v)]) ** 2).mean()
+                      for h in range(heads)])
+    rms = ms.sqrt().sort(descending=True).values
+    t = (rms[1] + rms[2]) / 2  # keep 2 heads
+    want = torch.sigmoid((ms - t * t) / 1e-2).repeat_interleave(dh)
+    for w, partners in ((q, (k, v)), (k, (q, v)), (v, (q, k))):
+        pm = PDPMask("head", tau=1e-2, tau_mode="absolute", units=heads, partners=partners)
+        pm.keep = 2
+        torch.testing.assert_close(pm.soft_mask(w).flatten(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_head_structure_drops_whole_heads_that_the_export_removes(digits):
+    from pruning.export import export_channel_pruned
+
+    torch.manual_seed(0)
+    model = create_model("vit", digits.input_shape, digits.num_classes, dim=32, heads=4, depth=2, patch_size=4)
+    res = run_pdp(model, _trainer(digits, epochs=3), 0.5, PDPConfig(structure="head"), ignore=("fc.weight",))
+    dropped = 0
+    for b in range(2):
+        alive = [res.mask[f"blocks.{b}.attn.{p}.weight"].any(1).reshape(4, 8).any(1) for p in ("q", "k", "v")]
+        assert torch.equal(alive[0], alive[1]) and torch.equal(alive[0], alive[2])  # the same heads everywhere
+        for p in ("q", "k", "v"):  # each head all kept or all dropped
+            rows = res.mask[f"blocks.{b}.attn.{p}.weight"].reshape(4, -1)
+            assert torch.all(rows.all(1) | ~rows.any(1))
+        assert int(alive[0].sum()) == res.kept_units[f"blocks.{b}.attn.q.weight"] >= 1
+        dropped += 4 - int(alive[0].sum())
+    mlp = res.mask["blocks.0.mlp.0.weight"].flatten(1)
+    assert torch.all(mlp.all(1) | ~mlp.any(1))  # the other layers: whole channels
+    assert abs(res.report.sparsity - 0.5) < 0.1
+    trained = create_model("vit", digits.input_shape, digits.num_classes, dim=32, heads=4, depth=2, patch_size=4)
+    trained.load_state_dict(res.trained_state)
+    exported = export_channel_pruned(trained, res.mask, digits.train.x[:8])
+    assert sum(4 - blk.attn.heads for blk in exported.blocks) == dropped
+
+
+def test_head_structure_needs_attention_and_whole_heads(digits):
+    with pytest.raises(ValueError, match="attention"):
+        run_pdp(_model(digits), _trainer(digits), 0.5, PDPConfig(structure="head"))
+    torch.manual_seed(0)
+    vit = create_model("vit", digits.input_shape, digits.num_classes, dim=16, heads=2, depth=1, patch_size=4)
+    with pytest.raises(ValueError, match="a head spans q, k and v"):
+        run_pdp(vit, _trainer(digits), 0.5, PDPConfig(structure="head"), ignore=("blocks.0.attn.k.weight",))
