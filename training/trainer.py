@@ -226,6 +226,7 @@ class Trainer:
         spe = self.steps_per_epoch
         on_device = self.device.type != "cpu"
         finite: torch.Tensor | None = None
+        final_val: EvalResult | None = None
         while step < end:
             epoch, offset = divmod(step, spe)
             order = self._epoch_order(epoch)
@@ -240,7 +241,10 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = self.lr_at(step)
                 optimizer.zero_grad(set_to_none=True)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                if use_amp:
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        out = model(x)
+                else:  # no autocast context per step where it would do nothing
                     out = model(x)
                 loss = F.cross_entropy(out.float(), y)
                 if on_device:  # checked once per epoch below: a per-step check would wait for the GPU
@@ -268,12 +272,16 @@ class Trainer:
                 if len(self.data.val):
                     v = self.evaluate(model, self.data.val)
                     record.update(val_loss=v.loss, val_accuracy=v.accuracy)
+                    if step >= end:
+                        final_val = v  # the same weights the result reports: not evaluated twice
                 history.append(record)
                 if on_epoch:
                     on_epoch(record)
         if snapshot_at is not None and snapshot is None and step == snapshot_at:
             snapshot = TrainState(step, _cpu_state(model), _cpu_state(optimizer))
-        val = self.evaluate(model, self.data.val) if len(self.data.val) else None
+        if final_val is None and len(self.data.val):
+            final_val = self.evaluate(model, self.data.val)
+        val = final_val
         test = self.evaluate(model, self.data.test)
         return TrainResult(
             test=test,
