@@ -42,8 +42,8 @@ def test_channel_keep_export_row_matches_an_independent_export(tmp_path):
     # The row's size and FLOPs are the exported network's, computed here independently.
     data = load_dataset(cfg.data)
     model = fresh_model(data, cfg.model, cfg.seed)
-    model.load_state_dict(torch.load(store.get(graph.trained.name, graph.trained.key).file("model.pt"),
-                                     weights_only=True))
+    trained = store.get(graph.trained.name, graph.trained.key).file("model.pt")
+    model.load_state_dict(torch.load(trained, weights_only=True))
     exported = export_channel_pruned(model, mask, data.train.x[:8])
     assert row["export_params"] == sum(p.numel() for p in exported.parameters())
     assert row["export_params"] == 64 * 12 + 12 + 12 * 12 + 12 + 12 * 10 + 10  # by hand: 64 inputs
@@ -115,8 +115,8 @@ def test_vit_heads_and_mlp_channels_pruned_at_init_and_exported(tmp_path):
             assert torch.equal(mask[f"blocks.{b}.attn.{part}.weight"].any(1).reshape(4, 8).any(1), heads_alive)
     data = load_dataset(cfg.data)
     model = fresh_model(data, cfg.model, cfg.seed)
-    model.load_state_dict(torch.load(store.get(graph.trained.name, graph.trained.key).file("model.pt"),
-                                     weights_only=True))
+    trained = store.get(graph.trained.name, graph.trained.key).file("model.pt")
+    model.load_state_dict(torch.load(trained, weights_only=True))
     exported = export_channel_pruned(model, mask, data.train.x[:8])
     assert [blk.attn.heads for blk in exported.blocks] == [2, 2]
     assert [blk.mlp[0].out_features for blk in exported.blocks] == [16, 32]
