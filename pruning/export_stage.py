@@ -27,6 +27,7 @@ from .export import channel_counts, export_channel_pruned
 from .latency import semi_structured_latency, time_forward
 from .stages import load_mask
 
+
 @register_stage
 @dataclass(eq=False)
 class Export(Stage):
@@ -52,17 +53,15 @@ class Export(Stage):
         model.load_state_dict(load_state(inputs["trained"], "model.pt"))
         mask = load_mask(inputs["mask"])
         device = resolve_device(self.device)
-        model = model.to(device).eval()
+        model = model.to(device).eval()  # the trained masked network (evaluate checked its pruned weights are 0)
         probe = data.train.x[:8].to(device)  # real inputs: what the removed channels' constants are checked on
         exported = export_channel_pruned(model, mask, probe)
-        dense = model
-        mask.apply_(dense)
         cfg = self.export
         gen = torch.Generator().manual_seed(self.seed)
         one = torch.randn(cfg.latency_batch, *data.input_shape, generator=gen).to(device)
         batch = torch.randn(cfg.throughput_batch, *data.input_shape, generator=gen).to(device)
-        single = time_forward({"dense": dense, "export": exported}, one, cfg.warmup, cfg.repeats)
-        many = time_forward({"dense": dense, "export": exported}, batch, cfg.warmup, cfg.repeats)
+        single = time_forward({"dense": model, "export": exported}, one, cfg.warmup, cfg.repeats)
+        many = time_forward({"dense": model, "export": exported}, batch, cfg.warmup, cfg.repeats)
         sparse, note = semi_structured_latency(model, mask, batch, cfg.warmup, cfg.repeats)
         threads = torch.get_num_threads() if device.type == "cpu" else None
         label = (torch.cuda.get_device_name(device) if device.type == "cuda"
