@@ -45,21 +45,12 @@ def prune_at_init(
     if head_keep is not None and not heads:
         raise ValueError("head_keep: the model has no attention heads (modules with q, k, v, proj, heads, head_dim)")
     structured = bool(channel_keep) or head_keep is not None
-    head_steps = [head_keep ** (e / rounds) if schedule == "exponential" else 1 - (1 - head_keep) * e / rounds
-                  for e in range(1, rounds + 1)] if head_keep is not None else [None] * rounds
+    head_steps = density_schedule(head_keep, rounds, schedule) if head_keep is not None else [None] * rounds
     channel_keep = channel_keep or {}
     if structured:
-        steps = [
-            {n: f ** (e / rounds) if schedule == "exponential" else 1 - (1 - f) * e / rounds
-             for n, f in channel_keep.items()}
-            for e in range(1, rounds + 1)
-        ]
+        steps = _per_layer_schedule(channel_keep, rounds, schedule)
     elif isinstance(density, Mapping):
-        steps = [
-            {n: d ** (e / rounds) if schedule == "exponential" else 1 - (1 - d) * e / rounds
-             for n, d in density.items()}
-            for e in range(1, rounds + 1)
-        ]
+        steps = _per_layer_schedule(density, rounds, schedule)
     else:
         steps = density_schedule(density, rounds, schedule)
     for d_e, h_e in zip(steps, head_steps):
@@ -81,3 +72,9 @@ def prune_at_init(
         else:
             mask = select_topk(scores, d_e, scope=scope, current=current)
     return mask.cpu()
+
+
+def _per_layer_schedule(final: Mapping[str, float], rounds: int, schedule: str) -> list[dict[str, float]]:
+    """Each layer's own ``density_schedule``, as one mapping per round."""
+    per_layer = {n: density_schedule(f, rounds, schedule) for n, f in final.items()}
+    return [{n: s[e] for n, s in per_layer.items()} for e in range(rounds)]
