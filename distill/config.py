@@ -7,9 +7,18 @@ from typing import Any, ClassVar, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from training.registry import Registry
 from training.settings import ModelConfig
 
 DISTILL_METHODS = ("random", "herding", "kmeans", "dm", "dc", "dsa", "mtt")
+# name -> its options model as "module:Class" (built-ins: loaded only by the docs and ``prunetune list``) or
+# the class itself (plugins, through ``distill.methods.register_distiller`` or entry points
+# ``prunetune.distillers``).
+DISTILLER_DECLS: Registry[Any] = Registry("distillation method", entry_points="prunetune.distillers")
+for _name, _opts in {"random": "coresets:CoresetOptions", "herding": "coresets:CoresetOptions",
+                     "kmeans": "coresets:CoresetOptions", "dm": "dm:DMOptions", "dc": "dc:DCOptions",
+                     "dsa": "dc:DCOptions", "mtt": "mtt:MTTOptions"}.items():
+    DISTILLER_DECLS.register(_name, origin="built-in")(f"distill.{_opts}")
 # DSA ops by input kind; ``distill.augment`` implements exactly these.
 AUGMENT_OPS = {"image": ("color", "crop", "cutout", "flip", "scale", "rotate"),
                "signal": ("shift", "stretch", "scale", "noise")}
@@ -67,9 +76,12 @@ class DistillConfig(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, name: str) -> str:
-        if name not in DISTILL_METHODS:
-            raise ValueError(f"unknown distillation method {name!r}; allowed: {', '.join(sorted(DISTILL_METHODS))}")
-        return name
+        try:
+            if name in DISTILLER_DECLS:
+                return name
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+        raise ValueError(f"unknown distillation method {name!r}; allowed: {', '.join(DISTILLER_DECLS.names())}")
 
     _augment = field_validator("augment")(classmethod(lambda cls, v: check_augment_strategy(v)))
 

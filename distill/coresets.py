@@ -27,7 +27,7 @@ from training.trainer import resolve_device
 
 from .artifact import DistilledSet
 from .methods import (
-    DISTILLERS,
+    DISTILLERS, register_distiller,
     DistillConfig,
     Progress,
     build_distilled_set,
@@ -140,7 +140,7 @@ def _coreset(real: DataBundle, cfg: DistillConfig, progress: Progress | None) ->
 
 
 def _register(name: str) -> None:
-    @DISTILLERS.register(name)
+    @register_distiller(name)
     def run(real: DataBundle, cfg: DistillConfig, progress: Progress | None = None,
             checkpoint_dir: Path | None = None) -> DistilledSet:
         return _coreset(real, cfg, progress)

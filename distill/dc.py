@@ -60,7 +60,7 @@ from training.trainer import resolve_device
 
 from .artifact import DistilledSet, load_checkpoint, save_checkpoint
 from .methods import (
-    DISTILLERS,
+    DISTILLERS, register_distiller,
     DistillConfig,
     Progress,
     build_distilled_set,
@@ -186,8 +186,8 @@ def _train_on_synthetic(
 
 
 # ------------------------------------------------------------------------------------------ method
-@DISTILLERS.register("dsa")
-@DISTILLERS.register("dc")
+@register_distiller("dsa")
+@register_distiller("dc")
 def distill_dc(
     real: DataBundle,
     cfg: DistillConfig,

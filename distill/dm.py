@@ -36,7 +36,7 @@ from training.trainer import resolve_device
 
 from .artifact import DistilledSet, load_checkpoint, save_checkpoint
 from .methods import (
-    DISTILLERS,
+    DISTILLERS, register_distiller,
     DistillConfig,
     Progress,
     build_distilled_set,
@@ -88,7 +88,7 @@ def dm_loss(
     return loss, [float(v.detach()) for v in per_class]
 
 
-@DISTILLERS.register("dm")
+@register_distiller("dm")
 def distill_dm(
     real: DataBundle,
     cfg: DistillConfig,

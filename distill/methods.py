@@ -1,7 +1,7 @@
 """Distillation methods behind one registry, their shared config, and helpers every method uses.
 
 A method is a function ``(real, cfg, progress, checkpoint_dir) -> DistilledSet`` registered with
-``@DISTILLERS.register(name)``:
+``@register_distiller(name, options=...)``:
 
 * ``real``: the ``DataBundle`` to distil (its train split; inputs already normalised);
 * ``cfg``: a ``DistillConfig``; method-specific settings sit in ``cfg.options`` and each method validates
@@ -74,7 +74,23 @@ class Distiller(Protocol):
     ) -> DistilledSet: ...
 
 
-DISTILLERS: Registry[Distiller] = Registry("distillation method", declared=DISTILL_METHODS)
+DISTILLERS: Registry[Distiller] = Registry("distillation method")
+
+
+def register_distiller(name: str, options: type[BaseModel] | None = None) -> Callable[[Distiller], Distiller]:
+    """Register ``fn(real, cfg, progress, checkpoint_dir) -> DistilledSet`` (a user's the same way as the
+    built-ins); ``options`` is the model its ``cfg.options`` are checked against (``parse_options``)."""
+    from training.registry import origin_of
+
+    from .config import DISTILLER_DECLS
+
+    def deco(fn: Distiller) -> Distiller:
+        if name not in DISTILL_METHODS:
+            DISTILLER_DECLS.register(name, origin=origin_of(fn.__module__))(options)
+        DISTILLERS.register(name)(fn)
+        return fn
+
+    return deco
 
 # Optional method modules -> the method names they register; import failures are kept per module.
 _OPTIONAL_MODULES: dict[str, tuple[str, ...]] = {"dc": ("dc", "dsa"), "mtt": ("mtt",)}
@@ -92,6 +108,9 @@ def has_batchnorm(net: nn.Module) -> bool:
 
 def check_method_available(name: str) -> None:
     """A declared method whose module failed to import says why (the schema only knows the names)."""
+    from .config import DISTILLER_DECLS
+
+    DISTILLER_DECLS.get(name)  # an entry-point distiller registers itself on import
     if name in DISTILLERS:
         return
     for module, names in _OPTIONAL_MODULES.items():

@@ -61,7 +61,7 @@ from training.trainer import TrainConfig, Trainer, resolve_device
 
 from .artifact import DistilledSet, checkpoint_path, load_checkpoint, save_checkpoint
 from .methods import (
-    DISTILLERS,
+    DISTILLERS, register_distiller,
     DistillConfig,
     Progress,
     build_distilled_set,
@@ -291,7 +291,7 @@ def train_experts(
 
 
 # ------------------------------------------------------------------------------------------ method
-@DISTILLERS.register("mtt")
+@register_distiller("mtt")
 def distill_mtt(
     real: DataBundle,
     cfg: DistillConfig,

@@ -163,13 +163,16 @@ class ExperimentConfig(BaseModel):
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        parts = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
+        sub = (e.get("ctx") or {}).get("sub_loc")  # an error found inside a section's own options model
+        loc = ".".join(parts + ([sub] if sub else []))
         where = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the documented fields)"
         bad = e.get("input")
-        shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict) else f" (got {bad!r})"
+        shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(bad, (dict, BaseModel)) or sub \
+            else f" (got {bad!r})"
         lines.append(f"  {where}: {msg}{shown}")
     return "\n".join(lines)
 

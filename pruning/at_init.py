@@ -7,10 +7,70 @@ from typing import Iterable, Literal, Mapping
 import torch
 from torch import nn
 
+from .config import PruneConfig
 from .mask import Mask, prunable_parameters
+from .registry import get_method
 from .structure import attention_heads
-from .scorers import Scorer, ScoringBatches
+from .scorers import SCORERS, Scorer, ScoringBatches
 from .select import Scope, density_schedule, kept_count, select_channels, select_topk
+
+ABLATION_SEED_OFFSET = 10_007  # shuffle and reinit draw from seed + this, apart from the init's stream
+
+
+def scoring_batches(data, per_class: int | None, seed: int, device: torch.device) -> ScoringBatches:
+    """A class-balanced sample of the training split (``per_class`` examples of each class)."""
+    if per_class is None:
+        return ScoringBatches(None, None, data.input_shape, data.num_classes)
+    gen = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(data.num_classes):
+        idx = (data.train.y == c).nonzero().flatten()
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has only {len(idx)} training examples; {per_class} requested")
+        picks.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    idx = torch.cat(picks)
+    return ScoringBatches(
+        data.train.x[idx].to(device), data.train.y[idx].to(device), data.input_shape, data.num_classes
+    )
+
+
+def build_scorer(name: str, prune: PruneConfig, seed: int) -> Scorer:
+    """The method's scorer with its options (``prune.options``), inverted for the 'invert' ablation."""
+    from .ablations import InvertedScorer
+
+    scorer: Scorer = SCORERS.get(name)(seed=seed, **get_method(name).parse_options(prune.options).model_dump())
+    return InvertedScorer(scorer) if prune.ablation == "invert" else scorer
+
+
+def mask_at_init(model: nn.Module, prune: PruneConfig, seed: int, data=None,
+                 input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+                 device: torch.device | str = "cpu") -> tuple[Mask, int, int]:
+    """The one function that builds a pruning-at-init mask (the sweep's ``mask`` stage and ``prunetune
+    prune`` both call it): the method's scorer with its options, the allocation, the rounds, structured
+    selection (``channel_keep``, ``head_keep``) and the mask ablations (``invert``, ``shuffle``).
+
+    ``model`` holds the weights to score (theta_k); ``data`` (a ``DataBundle``) is needed by data-driven
+    methods, otherwise ``input_shape`` and ``num_classes`` suffice. Returns (mask, rounds, sample passes)."""
+    from .ablations import shuffle_mask
+    from .allocation import allocate, layer_shapes
+
+    scorer = build_scorer(prune.method, prune, seed)
+    if scorer.needs_data and data is None:
+        raise ValueError(f"method {prune.method!r} scores with training examples: it needs a dataset")
+    if data is not None:
+        batches = scoring_batches(data, prune.examples_per_class if scorer.needs_data else None, seed, device)
+    else:
+        batches = ScoringBatches(None, None, tuple(input_shape), int(num_classes))
+    density = allocate(prune.effective_allocation, prune.density, layer_shapes(model, prune.ignore),
+                       prune.layer_densities or None)
+    rounds = prune.rounds or scorer.default_rounds
+    mask = prune_at_init(model, scorer, density, batches, rounds=rounds, schedule=prune.schedule,
+                         scope="global" if prune.effective_allocation == "global" else "layerwise",
+                         ignore=prune.ignore, channel_keep=prune.channel_keep or None, head_keep=prune.head_keep)
+    if prune.ablation == "shuffle":
+        mask = shuffle_mask(mask, seed=seed + ABLATION_SEED_OFFSET)
+    passes = len(batches.x) * rounds if batches.x is not None else 0
+    return mask.cpu(), rounds, passes
 
 
 def prune_at_init(

@@ -2,31 +2,15 @@
 so a config is checked in a fraction of a second (see ``training.settings``)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from distill.config import DistillConfig, check_augment_strategy
 from training.settings import TrainConfig
 
-ALL_ABLATIONS = frozenset({"shuffle", "reinit", "invert"})
-IMP_ABLATIONS = frozenset({"shuffle", "reinit"})  # no scores to invert in an iterative search
-
-# Every method a config may name, with the sanity-check ablations that apply to it. ``pruning.methods``
-# registers each plan, and ``pruning.scorers`` each pruning-at-init scorer, against these names.
-METHOD_ABLATIONS: dict[str, frozenset[str]] = {
-    "dense": frozenset(), "pdp": frozenset(),
-    "imp": IMP_ABLATIONS, "distilled_imp": IMP_ABLATIONS, "imp_subset": IMP_ABLATIONS,
-    "magnitude": ALL_ABLATIONS, "random": ALL_ABLATIONS, "snip": ALL_ABLATIONS, "grasp": ALL_ABLATIONS,
-    "synflow": ALL_ABLATIONS, "px": ALL_ABLATIONS,
-    "wanda": frozenset(), "sparsegpt": frozenset(), "iter_snip": ALL_ABLATIONS, "force": ALL_ABLATIONS,
-    "prospr": ALL_ABLATIONS, "phew": ALL_ABLATIONS, "ntksap": ALL_ABLATIONS,
-}
-POST_TRAINING = ("wanda", "sparsegpt")  # prune a trained dense net from calibration examples
-
-
-def method_names() -> list[str]:
-    return sorted(METHOD_ABLATIONS)
+from .registry import METHODS, get_method, method_names, moved_fields  # noqa: F401 (re-exported)
 
 
 Structure = Literal["unstructured", "nm", "channel", "head"]
@@ -92,6 +76,9 @@ class PostTrainConfig(NMPattern):
     blocksize: int = Field(128, ge=1, description="SparseGPT: columns per lazy-update block")
 
 
+POST_TRAINING_PLAN = "pruning.methods:plan_post_training"  # wanda, sparsegpt: one-shot by default
+
+
 class PruneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,9 +90,6 @@ class PruneConfig(BaseModel):
     rewind_step: int = Field(0, ge=0, description="iteration k whose weights survivors reset to; 0 = init")
     prune_fraction: float = Field(0.2, gt=0.0, lt=1.0,
         description="IMP: share of remaining weights pruned per level")
-    magnitude_at: Literal["init", "trained"] = Field(
-        "init", description="magnitude: score the initial weights, or the weights after dense training (one-shot IMP)"
-    )
     rounds: int | None = Field(None, ge=1, description="pruning-at-init rounds; default per method")
     search_epochs: int | None = Field(
         None, ge=1, description="imp/magnitude(trained): epochs per search level (default: train.epochs); "
@@ -128,18 +112,9 @@ class PruneConfig(BaseModel):
         "the heads of every attention module kept (whole heads: their q, k and v rows, ranked by summed score); "
         "combine with channel_keep for the MLP channels")
     examples_per_class: int = Field(10, ge=1, description="data-driven scorers: class-balanced examples")
-    bn_mode: Literal["eval", "train"] = Field("eval", description="SNIP/GraSP: BatchNorm mode while scoring")
-    prospr_steps: int = Field(3, ge=0, description="ProsPr: unrolled SGD steps the meta-gradient goes through "
-                              "(the paper's 3; 0 is SNIP)")
-    prospr_lr: float = Field(0.1, gt=0, description="ProsPr: learning rate of the unrolled steps")
-    ntksap_epsilon: float = Field(0.01, gt=0, description="NTK-SAP: standard deviation of the weight perturbation "
-                                  "(the reference code's 0.01)")
-    ntksap_draws: int = Field(5, ge=1, description="NTK-SAP: fresh (weights, noise input, perturbation) draws per "
-                              "round (the reference code's R = 5 for CIFAR-10)")
-    grasp_temperature: float = Field(200.0, gt=0,
-        description="GraSP: softmax temperature of the Hessian-gradient product (the paper's 200)")
-    px_variant: Literal["clean", "official"] = Field("clean",
-        description="PX: the paper's formulation (clean) or its reference code's (official)")
+    options: dict[str, Any] = Field(default_factory=dict,
+        description="the method's own options, checked against its options model (tables below; `prunetune list` "
+        "shows every method's); defaults filled in")
     ablation: Literal["none", "shuffle", "reinit", "invert"] = Field(
         "none", description="sanity checks (Frankle et al. 2021): permute each layer's mask, redraw weights, keep lowest scores"
     )
@@ -163,12 +138,48 @@ class PruneConfig(BaseModel):
         "'default' for the input kind's strategy, a strategy string, or 'none'",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_fields(cls, data: Any) -> Any:
+        """A config written before per-method options gets the new path of each moved field."""
+        if isinstance(data, dict):
+            moved = moved_fields()
+            for old in sorted(set(data) & set(moved)):
+                where = ", ".join(f"prune.options.{new} (method {m})" for m, new in moved[old])
+                raise PydanticCustomError("moved_field", "prune.{old} moved into the method's options: {where}",
+                                          {"old": old, "where": where, "sub_loc": old})
+        return data
+
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v not in METHOD_ABLATIONS:
-            raise ValueError(f"unknown method {v!r}; allowed: {', '.join(method_names())}")
-        return v
+        try:
+            if v in METHODS:
+                return v
+        except ImportError as exc:  # an installed plugin that fails to import says which
+            raise ValueError(str(exc)) from None
+        raise ValueError(f"unknown method {v!r}; allowed: {', '.join(method_names())} (or register your own: "
+                         "see README, 'Add your own method, model or dataset')")
+
+    @model_validator(mode="after")
+    def _method_options(self) -> "PruneConfig":
+        """Checked by the method's own options model; errors name prune.options.<field>."""
+        try:
+            self.options = get_method(self.method).parse_options(self.options).model_dump(mode="json")
+        except ValidationError as err:
+            e = err.errors()[0]
+            loc = ".".join(str(p) for p in e["loc"])
+            msg = "unknown key (check the spelling; `prunetune list` shows the options)" \
+                if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+            shown = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {e.get('input')!r})"
+            raise PydanticCustomError("method_option", "{msg}{shown} [method {method}]",
+                                      {"msg": msg, "shown": shown, "method": self.method,
+                                       "sub_loc": f"options.{loc}" if loc else "options"}) from None
+        return self
+
+    def method_options(self):
+        """The options as the method's typed model."""
+        return get_method(self.method).parse_options(self.options)
 
     _small_augment = field_validator("small_augment")(classmethod(lambda cls, v: check_augment_strategy(v)))
 
@@ -182,17 +193,24 @@ class PruneConfig(BaseModel):
         if (self.channel_keep or self.head_keep is not None) and self.layer_densities:
             raise ValueError("channel_keep/head_keep (whole channels or heads) and layer_densities (weights per "
                              "layer) exclude each other")
+        spec = get_method(self.method)
+        for mode, used in (("channel", bool(self.channel_keep)), ("head", self.head_keep is not None)):
+            if used and mode not in spec.structured:
+                able = [n for n in method_names() if mode in get_method(n).structured]
+                raise ValueError(f"{mode}_keep (structured pruning at init) does not apply to method "
+                                 f"{self.method!r}; methods that support it: {', '.join(able)}")
         if self.ablation != "none":
-            allowed = METHOD_ABLATIONS[self.method]
+            allowed = spec.ablations
             if self.ablation not in allowed:
                 raise ValueError(
                     f"ablation {self.ablation!r} does not apply to method {self.method!r}; allowed for it: "
                     + (", ".join(sorted(allowed)) if allowed else "none")
                 )
-        if self.retrain is not None and self.method not in POST_TRAINING:
-            raise ValueError(f"retrain applies to post-training methods ({', '.join(POST_TRAINING)}); "
+        post_training = [n for n in method_names() if get_method(n).plan == POST_TRAINING_PLAN]
+        if self.retrain is not None and self.method not in post_training:
+            raise ValueError(f"retrain applies to post-training methods ({', '.join(post_training)}); "
                              f"method {self.method!r} always retrains its mask")
-        if self.method in POST_TRAINING and self.post.structure == "nm":
+        if self.method in post_training and self.post.structure == "nm":
             self.post.check_sparsity(self.method, self.sparsity)
         if self.method == "pdp" and self.pdp.structure == "nm":
             self.pdp.check_sparsity("pdp", self.sparsity)

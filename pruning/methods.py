@@ -1,6 +1,7 @@
-"""Pruning methods: one registration each, saying what the method reads and how its stages connect.
+"""The plans of the built-in methods that are not plain pruning at init, and what every plan shares.
 
-A method's ``plan`` turns a trial's settings into stages (``pruning.stages``, ``training.stage``): the
+Each method is registered (``pruning.registry.register_method``, built-ins in ``pruning.builtin_methods``
+and ``pruning/scorers/``); a method's ``plan`` turns a trial's settings into stages (``pruning.stages``, ``training.stage``): the
 stage that produces its mask, the state the survivors are rewound to, and the stages whose cost is
 the search's. The pipeline then retrains and evaluates every method the same way, which is what makes
 them comparable, and never looks inside a method. Validation (which ablations apply), the stage keys
@@ -9,7 +10,7 @@ them comparable, and never looks inside a method. Validation (which ablations ap
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
@@ -17,22 +18,20 @@ from distill.methods import DistillConfig
 from distill.stage import Distill
 from training.data import DataBundle, DataConfig
 from training.models import ModelConfig
-from training.registry import Registry
 from training.stage import Stage
 from training.trainer import TrainConfig
 
-from .ablations import InvertedScorer
-from .config import METHOD_ABLATIONS, PruneConfig, method_names  # noqa: F401 (method_names re-exported)
+from .config import PruneConfig
 from .imp import level_densities
-from .scorers import SCORERS, Scorer, ScoringBatches
+from .registry import METHODS, MethodSpec, get_method, method_names  # noqa: F401 (re-exported)
+from .scorers import SCORERS, Scorer, ScoringBatches  # noqa: F401
 from .stages import (  # noqa: F401
     ImpLevel, ImpMask, PdpMask, PostTrainMask, Pretrain, ScoreMask, small_set_augment,
 )
 
-# What every pruning-at-init mask reads besides its scorer's own options.
+# What every pruning-at-init mask reads besides its method's own options.
 AT_INIT_FIELDS = ("sparsity", "scope", "ignore", "allocation", "layer_densities", "channel_keep", "head_keep",
-                  "rounds",
-                  "schedule", "ablation")
+                  "rounds", "schedule", "ablation")
 
 
 @dataclass(frozen=True)
@@ -60,45 +59,15 @@ class MethodPlan:
         return self.start is None
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    plan: Callable[[TrialSettings], MethodPlan]
-    needs_data: bool = False  # scores with training examples
-
-    def ablations(self, prune: PruneConfig) -> frozenset[str]:
-        """The sanity-check ablations that change this method's result (declared in ``pruning.config``)."""
-        return METHOD_ABLATIONS[self.name]
-    trains: bool = False  # train-time pruning: its training is the final one
-    small_set: bool = False  # searches on a distilled set or subset
-
-
-METHODS: Registry[MethodSpec] = Registry("pruning method", declared=METHOD_ABLATIONS)
-
-
-def register(spec: MethodSpec) -> MethodSpec:
-    METHODS.register(spec.name)(spec)
-    return spec
-
-
-
-
-def get_method(name: str) -> MethodSpec:
-    """Registered methods first; any other registered scorer is a pruning-at-init method."""
-    if name in METHODS:
-        return METHODS.get(name)
-    if name in SCORERS:
-        cls = SCORERS.get(name)
-        return MethodSpec(name, lambda t: _plan_at_init(t, name), needs_data=cls.needs_data)
-    raise KeyError(f"unknown pruning method {name!r}; allowed: {', '.join(method_names())}")
-
-
 def allowed_ablations(prune: PruneConfig) -> frozenset[str]:
-    return METHOD_ABLATIONS[prune.method]
+    return get_method(prune.method).ablations
 
 
 def plan_method(t: TrialSettings) -> MethodPlan:
-    return get_method(t.prune.method).plan(t)
+    spec = get_method(t.prune.method)
+    if spec.plan is not None:
+        return spec.resolve_plan()(t)
+    return plan_at_init(t)
 
 
 # ------------------------------------------------------------------------------------------ plans
@@ -110,14 +79,15 @@ def _pretrain(t: TrialSettings, until: str, train: TrainConfig | None = None, re
 
 
 def scorer_fields(name: str) -> tuple[str, ...]:
-    cls = SCORERS.get(name)
-    extra = tuple(cls.prune_options.values()) + (("examples_per_class",) if cls.needs_data else ())
-    return AT_INIT_FIELDS + extra
+    """The shared prune fields a pruning-at-init mask reads (its own options are keyed apart)."""
+    return AT_INIT_FIELDS + (("examples_per_class",) if get_method(name).needs_data else ())
 
 
-def _plan_at_init(t: TrialSettings, scorer: str) -> MethodPlan:
+def plan_at_init(t: TrialSettings) -> MethodPlan:
+    """Score theta_k with the method's scorer and select: every registered scorer's plan."""
     start = _pretrain(t, "rewind")
-    mask = ScoreMask(method=scorer, start=start, prune=t.prune, seed=t.seed, fields=scorer_fields(scorer))
+    mask = ScoreMask(method=t.prune.method, start=start, prune=t.prune, seed=t.seed,
+                     fields=scorer_fields(t.prune.method))
     return MethodPlan(mask, start, search=[start, mask])
 
 
@@ -129,7 +99,7 @@ def _imp_chain(t: TrialSettings, pretrain: Pretrain, prune: PruneConfig) -> tupl
     return ImpMask(source=levels[-1], prune=prune, seed=t.seed), levels
 
 
-def _plan_imp(t: TrialSettings, prune: PruneConfig | None = None) -> MethodPlan:
+def plan_imp(t: TrialSettings, prune: PruneConfig | None = None) -> MethodPlan:
     """IMP on the real data. With ``prune.search_epochs`` the levels train shorter than the final run:
     a cost-matched control for Distilled Pruning (is a small set better than a short schedule?)."""
     prune = prune or t.prune
@@ -154,24 +124,24 @@ def _plan_small_set_imp(t: TrialSettings, dcfg: DistillConfig) -> MethodPlan:
     return MethodPlan(mask, pretrain, "restart", levels=levels, search=list(levels), small_set=small)
 
 
-def _plan_magnitude(t: TrialSettings) -> MethodPlan:
-    if t.prune.magnitude_at == "trained":
+def plan_magnitude(t: TrialSettings) -> MethodPlan:
+    if t.prune.method_options().at == "trained":
         # One-shot IMP: train dense, prune straight to the target, rewind to theta_k.
-        return _plan_imp(t, t.prune.model_copy(update={"prune_fraction": t.prune.sparsity}))
-    return _plan_at_init(t, "magnitude")
+        return plan_imp(t, t.prune.model_copy(update={"prune_fraction": t.prune.sparsity}))
+    return plan_at_init(t)
 
 
-def _plan_dense(t: TrialSettings) -> MethodPlan:
+def plan_dense(t: TrialSettings) -> MethodPlan:
     start = _pretrain(t, "rewind", rewind_step=0)  # the dense baseline trains its whole run from theta_0
     return MethodPlan(ScoreMask(method="dense", start=start, prune=t.prune, seed=t.seed, fields=("ignore",)), start)
 
 
-def _plan_pdp(t: TrialSettings) -> MethodPlan:
+def plan_pdp(t: TrialSettings) -> MethodPlan:
     mask = PdpMask(start=_pretrain(t, "rewind", rewind_step=0), prune=t.prune, seed=t.seed)
     return MethodPlan(mask, None, search=[mask])
 
 
-def _plan_post_training(t: TrialSettings) -> MethodPlan:
+def plan_post_training(t: TrialSettings) -> MethodPlan:
     """Prune the dense trained net from calibration examples; evaluate that (one-shot, the default) or
     retrain the mask from theta_k like every other method (``prune.retrain: true``)."""
     pretrain = _pretrain(t, "end")
@@ -179,38 +149,15 @@ def _plan_post_training(t: TrialSettings) -> MethodPlan:
     return MethodPlan(mask, pretrain if t.prune.retrain else None, search=[pretrain, mask])
 
 
-register(MethodSpec("dense", _plan_dense))
-register(MethodSpec("imp", _plan_imp))
-register(MethodSpec("magnitude", _plan_magnitude))
-register(MethodSpec("pdp", _plan_pdp, trains=True))
-register(MethodSpec("distilled_imp", lambda t: _plan_small_set_imp(t, t.prune.distill), small_set=True))
-register(MethodSpec("wanda", _plan_post_training, needs_data=True))
-register(MethodSpec("sparsegpt", _plan_post_training, needs_data=True))
-register(MethodSpec("imp_subset", lambda t: _plan_small_set_imp(t, subset_config(t.prune.distill)), small_set=True))
+def plan_distilled_imp(t: TrialSettings) -> MethodPlan:
+    return _plan_small_set_imp(t, t.prune.distill)
 
 
-# ---------------------------------------------------------------------------------------- scoring
-def scoring_batches(data: DataBundle, per_class: int | None, seed: int, device: torch.device) -> ScoringBatches:
-    """A class-balanced sample of the training split (``per_class`` examples of each class)."""
-    if per_class is None:
-        return ScoringBatches(None, None, data.input_shape, data.num_classes)
-    gen = torch.Generator().manual_seed(seed)
-    picks = []
-    for c in range(data.num_classes):
-        idx = (data.train.y == c).nonzero().flatten()
-        if len(idx) < per_class:
-            raise ValueError(f"class {c} has only {len(idx)} training examples; {per_class} requested")
-        picks.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
-    idx = torch.cat(picks)
-    return ScoringBatches(
-        data.train.x[idx].to(device), data.train.y[idx].to(device), data.input_shape, data.num_classes
-    )
+def plan_imp_subset(t: TrialSettings) -> MethodPlan:
+    return _plan_small_set_imp(t, subset_config(t.prune.distill))
 
 
-def build_scorer(name: str, prune: PruneConfig, seed: int) -> Scorer:
-    cls = SCORERS.get(name)
-    scorer: Scorer = cls(seed=seed, **{arg: getattr(prune, f) for arg, f in cls.prune_options.items()})
-    return InvertedScorer(scorer) if prune.ablation == "invert" else scorer
+from .at_init import build_scorer, mask_at_init, scoring_batches  # noqa: E402,F401 (re-exported)
 
 
 def subset_config(dcfg: DistillConfig) -> DistillConfig:

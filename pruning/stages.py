@@ -26,9 +26,10 @@ from training.trainer import TrainConfig, Trainer, TrainState, resolve_device, s
 from .ablations import invert_scores, reinitialize, shuffle_mask
 from .config import PruneConfig
 from .mask import Mask
+from .registry import get_method
 from .select import select_topk
 
-ABLATION_SEED_OFFSET = 10_007  # shuffle and reinit draw from seed + this, apart from the init's stream
+from .at_init import ABLATION_SEED_OFFSET  # noqa: E402 (shuffle and reinit draw from seed + this)
 
 
 MASK_ABLATIONS = ("shuffle", "invert")  # the ablations that change a mask (reinit changes the retrain)
@@ -258,6 +259,11 @@ class ScoreMask(Stage):
 
     def settings(self) -> dict[str, Any]:
         s = {"method": self.method, **prune_settings(self.prune, self.fields)}
+        if self.method != "dense":  # the method's own options that differ from its defaults, and its version
+            spec = get_method(self.method)
+            options = canonical(spec.parse_options(self.prune.options))
+            s.update({"options": options} if options else {})
+            s.update({"method_version": spec.version} if spec.version > 1 else {})
         return {**s, "seed": self.seed}
 
     def inputs(self) -> dict[str, Stage]:
@@ -265,14 +271,14 @@ class ScoreMask(Stage):
 
     def check(self, env: StageEnv) -> None:
         from .allocation import allocate, layer_shapes
-        from .scorers import SCORERS
 
         p = self.prune
         data = env.data(self.start.data)
         model = fresh_model(data, self.start.model, self.seed)
         shapes = layer_shapes(model, p.ignore)
         if self.method != "dense":
-            SCORERS.get(self.method).check_model(model, data.input_shape)
+            spec = get_method(self.method)
+            spec.scorer.check_model(model, data.input_shape)
             if p.head_keep is not None:
                 from .structure import attention_heads
 
@@ -290,13 +296,11 @@ class ScoreMask(Stage):
                 allocate(p.effective_allocation, p.density, shapes, p.layer_densities or None)
             except ValueError as exc:
                 raise ValueError(f"prune.allocation {p.effective_allocation!r}: {exc}") from None
-            if SCORERS.get(self.method).needs_data:
+            if spec.needs_data:
                 _check_examples_per_class(data, p.examples_per_class)
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
-        from .allocation import allocate, layer_shapes
-        from .at_init import prune_at_init
-        from .methods import build_scorer, scoring_batches
+        from .at_init import mask_at_init
 
         p = self.prune
         data = env.data(self.start.data)
@@ -307,15 +311,9 @@ class ScoreMask(Stage):
         model.load_state_dict(TrainState.from_dict(load_state(inputs["start"], "rewind.pt")).model)
         device = resolve_device(self.start.train.device)
         model.to(device)
-        scorer = build_scorer(self.method, p, self.seed)
-        batches = scoring_batches(data, p.examples_per_class if scorer.needs_data else None, self.seed, device)
-        density = allocate(p.effective_allocation, p.density, layer_shapes(model, p.ignore), p.layer_densities or None)
-        rounds = p.rounds or scorer.default_rounds
-        mask = prune_at_init(model, scorer, density, batches, rounds=rounds, schedule=p.schedule,
-                             scope="global" if p.effective_allocation == "global" else "layerwise", ignore=p.ignore,
-                             channel_keep=p.channel_keep or None, head_keep=p.head_keep)
-        _finish_mask(mask.cpu(), p, self.seed, out)
-        return {"sample_passes": len(batches.x) * rounds if batches.x is not None else 0}
+        mask, _, passes = mask_at_init(model, p, self.seed, data=data, device=device)
+        save_mask(mask, out)
+        return {"sample_passes": passes}
 
 
 # ---------------------------------------------------------------------------------------- PDP

@@ -16,11 +16,28 @@ import numpy as np
 import torch
 from torchvision import datasets, transforms
 
-from training.registry import Registry
-from training.settings import DATASET_NAMES, DataConfig  # noqa: F401 (re-exported)
+from training.registry import Registry, origin_of
+from training.settings import (  # noqa: F401 (re-exported)
+    DATASET_DECLS, DATASET_NAMES, DataConfig, DatasetOptions, Declared,
+)
 
 Loader = Callable[["DataConfig"], "DataBundle"]
-DATASETS: Registry[Loader] = Registry("dataset", declared=DATASET_NAMES)
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def register_dataset(name: str, options: type[DatasetOptions] | None = None, version: int = 1
+                     ) -> Callable[[Loader], Loader]:
+    """Register a loader ``(cfg: DataConfig) -> DataBundle`` under ``name`` (a user's dataset the same way as
+    the built-ins). ``options`` validates ``data.options`` (``cfg.parsed_options()`` in the loader);
+    ``assemble`` turns train and test tensors into the splits every dataset shares."""
+
+    def deco(load: Loader) -> Loader:
+        if name not in DATASET_NAMES:
+            DATASET_DECLS.register(name, origin=origin_of(load.__module__))(Declared(options or DatasetOptions, version))
+        DATASETS.register(name)(load)
+        return load
+
+    return deco
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -69,6 +86,7 @@ def smallest_class(data: DataBundle) -> tuple[int, int]:
 
 
 def load_dataset(cfg: DataConfig) -> DataBundle:
+    DATASET_DECLS.get(cfg.name)  # an entry-point dataset is imported (and registers its loader) here
     return DATASETS.get(cfg.name)(cfg)
 
 
@@ -101,7 +119,7 @@ def _normalise_(x: torch.Tensor, norm: Normalization) -> torch.Tensor:
     return x.sub_(mean).div_(std)
 
 
-def _assemble(
+def assemble(
     name: str,
     cfg: DataConfig,
     train: Split,
@@ -141,7 +159,7 @@ def _seeded(cfg: DataConfig) -> torch.Generator:
 # --- datasets generated or shipped locally ----------------------------------------------------------
 
 
-@DATASETS.register("digits")
+@register_dataset("digits")
 def _digits(cfg: DataConfig) -> DataBundle:
     from sklearn.datasets import load_digits
 
@@ -149,13 +167,13 @@ def _digits(cfg: DataConfig) -> DataBundle:
     x = torch.from_numpy(raw.images).float().div_(16.0).unsqueeze(1)
     gen = _seeded(cfg)
     train, test = _hold_out(Split(x, torch.from_numpy(raw.target).long()), cfg.test_fraction, gen)
-    return _assemble("digits", cfg, train, test, num_classes=10, gen=gen)
+    return assemble("digits", cfg, train, test, num_classes=10, gen=gen)
 
 
 MNIST1D_MIN_SAMPLES = 10
 
 
-@DATASETS.register("mnist1d")
+@register_dataset("mnist1d")
 def _mnist1d(cfg: DataConfig) -> DataBundle:
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -176,10 +194,10 @@ def _mnist1d(cfg: DataConfig) -> DataBundle:
         np.random.set_state(np_state)
     train = Split(torch.from_numpy(raw["x"]).float().unsqueeze(1), torch.from_numpy(raw["y"]).long())
     test = Split(torch.from_numpy(raw["x_test"]).float().unsqueeze(1), torch.from_numpy(raw["y_test"]).long())
-    return _assemble("mnist1d", cfg, train, test, num_classes=10, gen=_seeded(cfg))
+    return assemble("mnist1d", cfg, train, test, num_classes=10, gen=_seeded(cfg))
 
 
-@DATASETS.register("fake")
+@register_dataset("fake")
 def _fake(cfg: DataConfig) -> DataBundle:
     fake = datasets.FakeData(
         size=cfg.num_samples or 1000,
@@ -192,7 +210,7 @@ def _fake(cfg: DataConfig) -> DataBundle:
     x = torch.stack(images).float().div_(255.0)
     gen = _seeded(cfg)
     train, test = _hold_out(Split(x, torch.tensor(labels, dtype=torch.int64)), cfg.test_fraction, gen)
-    return _assemble("fake", cfg, train, test, num_classes=10, gen=gen)
+    return assemble("fake", cfg, train, test, num_classes=10, gen=gen)
 
 
 # --- torchvision datasets read from cfg.root ---------------------------------------------------------
@@ -291,9 +309,9 @@ def _register_vision(
         (x_train, y_train), (x_test, y_test) = read(Path(cfg.root).expanduser(), cfg)
         train = Split(x_train.float().div_(255.0), y_train)
         test = Split(x_test.float().div_(255.0), y_test)
-        return _assemble(name, cfg, train, test, num_classes, _seeded(cfg), normalization)
+        return assemble(name, cfg, train, test, num_classes, _seeded(cfg), normalization)
 
-    DATASETS.register(name)(load)
+    register_dataset(name)(load)
 
 
 _register_vision(

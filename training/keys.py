@@ -39,6 +39,9 @@ def canonical(settings: BaseModel) -> dict[str, Any]:
         if not field.is_required() and _jsonable(field.get_default(call_default_factory=True)) == dumped[name]:
             continue
         out[name] = dumped[name]
+    extra = getattr(settings, "key_extra", None)  # e.g. a plugin dataset's version
+    if callable(extra):
+        out.update(extra())
     return out
 
 

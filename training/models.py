@@ -38,9 +38,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from training.registry import Registry
+from training.registry import Registry, origin_of
 from training.settings import (  # noqa: F401 (re-exported: the options live with the settings)
-    MODEL_OPTIONS, TV_PREFIX, Conv1dOptions, ConvNetOptions, MLPOptions, ModelConfig, ModelOptions, ResNetOptions,
+    MODEL_DECLS, MODEL_OPTIONS, TV_PREFIX, Declared, Conv1dOptions, ConvNetOptions, MLPOptions, ModelConfig, ModelOptions, ResNetOptions,
     TorchvisionOptions, VGGOptions, options_class, torchvision_names,
 )
 
@@ -66,13 +66,19 @@ class ModelEntry:
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def register_model(name: str) -> Callable[[Callable], Callable]:
-    """The builder of a model declared in ``training.settings.MODEL_OPTIONS`` (its options come from there)."""
-    if name not in MODEL_OPTIONS:
-        raise ValueError(f"model {name!r} is not declared in training.settings.MODEL_OPTIONS")
+def register_model(name: str, options: type[ModelOptions] | None = None, version: int = 1
+                   ) -> Callable[[Callable], Callable]:
+    """Register a builder ``(options, input_shape, num_classes) -> nn.Module`` under ``name`` (a user's model
+    the same way as the built-ins, whose options are declared in ``training.settings``). ``options``
+    validates ``model.options``; ``version`` > 1 salts every key built from this model."""
 
     def deco(build: Callable[[Any, InputShape, int], nn.Module]) -> Callable:
-        MODELS.register(name)(ModelEntry(MODEL_OPTIONS[name], build))
+        if name in MODEL_OPTIONS:
+            opts = MODEL_OPTIONS[name]
+        else:
+            opts = options or ModelOptions
+            MODEL_DECLS.register(name, origin=origin_of(build.__module__))(Declared(opts, version))
+        MODELS.register(name)(ModelEntry(opts, build))
         return build
 
     return deco

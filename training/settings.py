@@ -8,13 +8,46 @@ against these declarations, and refuse one that is not declared.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .registry import Registry
+
 # ------------------------------------------------------------------------------------------- data
 DATASET_NAMES = ("digits", "mnist1d", "fake", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn")
+
+
+class DatasetOptions(BaseModel):
+    """Base of a dataset's own options (``data.options``); the built-in datasets have none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What validation knows of a model or dataset without importing it: its options and version (a
+    version above 1 salts every key built from it: bump it when a default or the builder changes)."""
+
+    options: type[BaseModel]
+    version: int = 1
+
+
+# name -> Declared; the built-ins here, plugins through ``training.data.register_dataset`` /
+# ``training.models.register_model`` (or the entry points ``prunetune.datasets`` / ``prunetune.models``).
+DATASET_DECLS: Registry[Declared] = Registry("dataset", entry_points="prunetune.datasets")
+for _name in DATASET_NAMES:
+    DATASET_DECLS.register(_name, origin="built-in")(Declared(DatasetOptions))
+
+
+def _parse(kind: str, decl: Declared, name: str, options: dict[str, Any]) -> BaseModel:
+    try:
+        return decl.options.model_validate(options)
+    except pydantic.ValidationError as err:
+        problems = "; ".join(f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"invalid options for {kind} {name!r}: {problems}") from None
 
 
 class DataConfig(BaseModel):
@@ -36,13 +69,32 @@ class DataConfig(BaseModel):
         description="keep at most this many training examples (after the validation hold-out)")
     split_seed: int = Field(0,
         description="seed of the validation/test split (and of generated data); kept apart from the trial seed")
+    options: dict[str, Any] = Field(default_factory=dict,
+        description="the dataset's own options (a plugin's; the built-ins take none)")
 
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        if name not in DATASET_NAMES:
-            raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(DATASET_NAMES))}")
-        return name
+        try:
+            if name in DATASET_DECLS:
+                return name
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_DECLS.names())}")
+
+    @model_validator(mode="after")
+    def _dataset_options(self) -> "DataConfig":
+        """Only the options set away from their defaults are kept, so a key moves only when one is."""
+        parsed = _parse("dataset", DATASET_DECLS.get(self.name), self.name, self.options)
+        self.options = parsed.model_dump(mode="json", exclude_defaults=True)
+        return self
+
+    def parsed_options(self) -> BaseModel:
+        return _parse("dataset", DATASET_DECLS.get(self.name), self.name, self.options)
+
+    def key_extra(self) -> dict[str, Any]:
+        v = DATASET_DECLS.get(self.name).version
+        return {"dataset_version": v} if v > 1 else {}
 
 
 
@@ -119,6 +171,9 @@ MODEL_OPTIONS: dict[str, type[ModelOptions]] = {
     "resnet20": ResNetOptions, "resnet56": ResNetOptions, "vgg11_bn": VGGOptions, "vgg16_bn": VGGOptions,
     "vit": ViTOptions,
 }
+MODEL_DECLS: Registry[Declared] = Registry("model", entry_points="prunetune.models")
+for _name, _cls in MODEL_OPTIONS.items():
+    MODEL_DECLS.register(_name, origin="built-in")(Declared(_cls))
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,10 +191,14 @@ def options_class(name: str) -> type[ModelOptions]:
             raise ValueError(f"unknown torchvision classification model {tv_name!r} in {name!r}; "
                              f"allowed after '{TV_PREFIX}': {', '.join(torchvision_names())}")
         return TorchvisionOptions
-    if name not in MODEL_OPTIONS:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODEL_OPTIONS))}, "
+    try:
+        known = name in MODEL_DECLS
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    if not known:
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_DECLS.names())}, "
                          f"or '{TV_PREFIX}<name>' for a torchvision classification model")
-    return MODEL_OPTIONS[name]
+    return MODEL_DECLS.get(name).options
 
 
 def parse_options(name: str, options: dict[str, Any]) -> ModelOptions:
@@ -175,7 +234,8 @@ class ModelConfig(BaseModel):
         from .keys import canonical
 
         opts = canonical(self.parsed_options())
-        return {"name": self.name, **({"options": opts} if opts else {})}
+        version = 1 if self.name.startswith(TV_PREFIX) else MODEL_DECLS.get(self.name).version
+        return {"name": self.name, **({"options": opts} if opts else {}), **({"version": version} if version > 1 else {})}
 
     def parsed_options(self) -> ModelOptions:
         return parse_options(self.name, self.options)

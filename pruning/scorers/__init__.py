@@ -1,7 +1,13 @@
-"""Scorer registry: a new method is one module plus one import line here."""
+"""Built-in pruning-at-init scorers: one module per method, each registering itself
+(``pruning.registry.register_method``). Every module in this package is imported; none imports torch
+at import time, so discovering them costs no torch."""
+import importlib
+import pkgutil
+
 from .base import SCORERS, Scorer, ScoringBatches
-from . import basic  # noqa: F401  (registers random, magnitude)
-from . import synflow, px  # noqa: F401
-from . import snip, grasp, prospr, phew, ntksap  # noqa: F401
+
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name != "base" and not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["SCORERS", "Scorer", "ScoringBatches"]

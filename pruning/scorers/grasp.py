@@ -19,28 +19,29 @@ patched globally.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch.func import functional_call
 
-from .base import SCORERS, Scorer
-from .snip import BNMode, batch_to, check_bn_mode, scoring_mode
+from pydantic import Field
+
+from ..registry import Scorer, register_method
+from .snip import BNModeOptions, batch_to, scoring_mode
 
 
-@SCORERS.register("grasp")
+class GraSPOptions(BNModeOptions):
+    temperature: float = Field(200.0, gt=0, description="softmax temperature of the Hessian-gradient product "
+                               "(the paper's 200)")
+
+
+@register_method("grasp", options=GraSPOptions, was={"grasp_temperature": "temperature", "bn_mode": "bn_mode"})
 class GraSPScorer(Scorer):
+    """GraSP (Wang et al. 2020): theta * (H g), signed, keeping the largest (gradient flow preserved)."""
+
     needs_data = True
     default_rounds = 1
-    prune_options = {"temperature": "grasp_temperature", "bn_mode": "bn_mode"}
-
-    def __init__(self, seed: int = 0, temperature: float = 200.0, bn_mode: BNMode = "eval") -> None:
-        super().__init__(seed)
-        if not temperature > 0:
-            raise ValueError(f"GraSP temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-        self.bn_mode = check_bn_mode(bn_mode)
 
     def score(self, model, params, mask, batches):
+        from torch.func import functional_call
+        import torch
+        import torch.nn.functional as F
         names = list(params)
         theta = [params[n].detach().clone().requires_grad_(True) for n in names]
         gates = [mask[n].to(device=t.device, dtype=t.dtype) for n, t in zip(names, theta)]

@@ -20,19 +20,23 @@ from __future__ import annotations
 
 import copy
 
-import torch
-from torch import nn
-from torch.func import functional_call
 
-from .base import SCORERS, Scorer
+from pydantic import Field
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.LayerNorm)
+from ..registry import MethodOptions, Scorer, register_method
+
+def _norms() -> tuple:
+    from torch import nn
+
+    return (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.LayerNorm)
 
 
 def perturbation_grads(model: nn.Module, masks: dict[str, torch.Tensor], theta: dict[str, torch.Tensor],
                        delta: dict[str, torch.Tensor], eps: float, z: torch.Tensor) -> dict[str, torch.Tensor]:
     """d/dm of sum_i ||f(z_i; theta * m) - f(z_i; (theta + eps * delta) * m)||^2 (one draw, summed over
     the batch), with ``model``'s other parameters and buffers as they are."""
+    from torch.func import functional_call
+    import torch
     m = {n: v.detach().clone().requires_grad_(True) for n, v in masks.items()}
     with torch.enable_grad():
         clean = functional_call(model, {n: theta[n] * m[n] for n in m}, (z,))
@@ -42,20 +46,28 @@ def perturbation_grads(model: nn.Module, masks: dict[str, torch.Tensor], theta: 
     return {n: torch.zeros_like(m[n]) if g is None else g.detach() for n, g in zip(m, grads)}
 
 
-@SCORERS.register("ntksap")
+class NtkSapOptions(MethodOptions):
+    eps: float = Field(0.01, gt=0, description="standard deviation of the weight perturbation (the reference "
+                       "code's 0.01)")
+    draws: int = Field(5, ge=1, description="fresh (weights, noise input, perturbation) draws per round (the "
+                       "reference code's R = 5 for CIFAR-10)")
+
+
+@register_method("ntksap", options=NtkSapOptions, was={"ntksap_epsilon": "eps", "ntksap_draws": "draws"})
 class NtkSapScorer(Scorer):
     """abs(sum over draws of d ||f(z; theta0 m) - f(z; (theta0 + eps Delta) m)||^2 / dm), data-free."""
 
     needs_data = False
     default_rounds = 20
-    prune_options = {"eps": "ntksap_epsilon", "draws": "ntksap_draws"}
 
-    def __init__(self, seed: int = 0, eps: float = 0.01, draws: int = 5) -> None:
-        super().__init__(seed)
-        self.eps, self.draws = eps, draws
+    def __init__(self, seed: int = 0, **options) -> None:
+        super().__init__(seed, **options)
         self._calls = 0  # each round draws afresh, reproducibly from the seed
 
     def score(self, model, params, mask, batches):
+        from torch import nn
+        from torch.func import functional_call
+        import torch
         ref = next(iter(params.values()))
         gen = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + self._calls)
         self._calls += 1
@@ -70,7 +82,7 @@ class NtkSapScorer(Scorer):
             theta = {}
             with torch.no_grad():
                 for mod in net.modules():
-                    if isinstance(mod, _NORMS) and getattr(mod, "weight", None) is not None:
+                    if isinstance(mod, _norms()) and getattr(mod, "weight", None) is not None:
                         mod.weight.fill_(1.0)
                         if mod.bias is not None:
                             mod.bias.zero_()

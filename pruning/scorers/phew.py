@@ -22,11 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..mask import prunable_parameters
-from .base import SCORERS, Scorer
+from ..registry import Scorer, register_method
 
 
 @dataclass
@@ -67,7 +64,7 @@ def chain_links(weights: list[torch.Tensor], names: list[str]) -> list[int]:
     return links
 
 
-@SCORERS.register("phew")
+@register_method("phew")
 class PhewScorer(Scorer):
     """First-visit order of path-weighted random walks (higher = visited earlier = kept)."""
 
@@ -77,10 +74,14 @@ class PhewScorer(Scorer):
 
     @classmethod
     def check_model(cls, model: nn.Module, input_shape: tuple[int, ...]) -> None:
+        from ..mask import prunable_parameters
+
         params = prunable_parameters(model)
         chain_links([p for p in params.values()], list(params))
 
     def score(self, model, params, mask, batches):
+        import torch
+
         if self.budget is None:
             raise RuntimeError("PHEW needs its budget (weights to keep) set before scoring")
         names = list(params)

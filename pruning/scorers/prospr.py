@@ -11,28 +11,31 @@ from __future__ import annotations
 
 import itertools
 
-import torch
-import torch.nn.functional as F
-from torch.func import functional_call
 
-from .base import SCORERS, Scorer
-from .snip import BNMode, batch_to, check_bn_mode, scoring_mode
+from pydantic import Field
+
+from ..registry import Scorer, register_method
+from .snip import BNModeOptions, batch_to, scoring_mode
 
 
-@SCORERS.register("prospr")
+class ProsPrOptions(BNModeOptions):
+    steps: int = Field(3, ge=0, description="unrolled SGD steps the meta-gradient goes through (the paper's 3; "
+                       "0 is SNIP)")
+    lr: float = Field(0.1, gt=0, description="learning rate of the unrolled steps")
+
+
+@register_method("prospr", options=ProsPrOptions,
+                 was={"prospr_steps": "steps", "prospr_lr": "lr", "bn_mode": "bn_mode"})
 class ProsPrScorer(Scorer):
+    """ProsPr (Alizadeh et al. 2022): abs(d loss after K unrolled SGD steps / dm), a meta-gradient."""
+
     needs_data = True
     default_rounds = 1
-    prune_options = {"bn_mode": "bn_mode", "steps": "prospr_steps", "lr": "prospr_lr"}
-
-    def __init__(self, seed: int = 0, bn_mode: BNMode = "eval", steps: int = 3, lr: float = 0.1) -> None:
-        super().__init__(seed)
-        self.bn_mode = check_bn_mode(bn_mode)
-        if steps < 0 or lr <= 0:
-            raise ValueError(f"ProsPr needs steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
-        self.steps, self.lr = steps, lr
 
     def score(self, model, params, mask, batches):
+        from torch.func import functional_call
+        import torch
+        import torch.nn.functional as F
         names = list(params)
         like = params[names[0]].detach()
         weights = {n: params[n].detach() for n in names}

@@ -22,15 +22,18 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator, Literal
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call
 
-from .base import SCORERS, Scorer
+from pydantic import Field
+
+from ..registry import MethodOptions, Scorer, register_method
 
 BNMode = Literal["eval", "train"]
 BN_MODES = ("eval", "train")
+
+
+class BNModeOptions(MethodOptions):
+    bn_mode: BNMode = Field("eval", description="BatchNorm mode while scoring: eval (running statistics) or "
+                            "train (the scoring batch's statistics; the running ones are restored afterwards)")
 
 
 def check_bn_mode(bn_mode: str) -> str:
@@ -46,6 +49,7 @@ def scoring_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
     Every module's ``training`` flag and every buffer (BatchNorm running mean/var, batch counters)
     is put back afterwards, so scoring leaves the model exactly as it found it.
     """
+    import torch
     check_bn_mode(bn_mode)
     flags = [(m, m.training) for m in model.modules()]
     saved = [(b, b.detach().clone()) for b in model.buffers()]
@@ -62,22 +66,21 @@ def scoring_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
 
 def batch_to(x: torch.Tensor, y: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs cast to the scoring dtype (float64) and device of ``like``; labels as int64 there."""
+    import torch
     return x.to(device=like.device, dtype=like.dtype), y.to(device=like.device, dtype=torch.long)
 
 
-@SCORERS.register("snip")
+@register_method("snip", options=BNModeOptions, was={"bn_mode": "bn_mode"})
 class SNIPScorer(Scorer):
-    """Score = abs(dL/dm) at m = 1 = abs(theta * dL/dtheta), L = sum over batches of mean CE."""
+    """SNIP (Lee et al. 2019): abs(dL/dm) at m = 1 = abs(theta * dL/dtheta), L = summed batch-mean CE."""
 
     needs_data = True
     default_rounds = 1
-    prune_options = {"bn_mode": "bn_mode"}
-
-    def __init__(self, seed: int = 0, bn_mode: BNMode = "eval") -> None:
-        super().__init__(seed)
-        self.bn_mode = check_bn_mode(bn_mode)
 
     def score(self, model, params, mask, batches):
+        from torch.func import functional_call
+        import torch
+        import torch.nn.functional as F
         names = list(params)
         weights = {n: params[n].detach() for n in names}
         # The gate is the mask variable itself, at its current value: with masked weights (SNIP) the products
@@ -100,7 +103,7 @@ class SNIPScorer(Scorer):
         return {n: total[n].abs().to(torch.float64) for n in names}
 
 
-@SCORERS.register("iter_snip")
+@register_method("iter_snip", options=BNModeOptions, was={"bn_mode": "bn_mode"})
 class IterativeSNIPScorer(SNIPScorer):
     """Iterative SNIP (de Jorge et al. 2021, "Progressive Skeletonization"): SNIP re-scored on the masked
     net over rounds (exponential schedule); a weight once pruned stays pruned."""
@@ -108,7 +111,7 @@ class IterativeSNIPScorer(SNIPScorer):
     default_rounds = 100
 
 
-@SCORERS.register("force")
+@register_method("force", options=BNModeOptions, was={"bn_mode": "bn_mode"})
 class FORCEScorer(SNIPScorer):
     """FORCE (de Jorge et al. 2021): connection sensitivity abs(theta * dL/dw) of every weight, pruned
     ones included, at the current masked net w = theta * m; each round selects among all weights, so a

@@ -12,14 +12,13 @@ and running statistics. No torch function is patched.
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
 
-from .base import SCORERS, Scorer
+from ..registry import Scorer, register_method
 
 
 def _floating_state(model: nn.Module) -> list[torch.Tensor]:
     """Every floating parameter and buffer, each storage once (shared tensors are not abs'ed twice)."""
+    import torch
     seen: set[int] = set()
     out: list[torch.Tensor] = []
     for t in list(model.parameters()) + list(model.buffers()):
@@ -29,7 +28,7 @@ def _floating_state(model: nn.Module) -> list[torch.Tensor]:
     return out
 
 
-@SCORERS.register("synflow")
+@register_method("synflow")
 class SynFlowScorer(Scorer):
     """abs(theta * dR/dtheta) with R the all-ones output of the absolute-valued net (eval mode)."""
 
@@ -37,6 +36,7 @@ class SynFlowScorer(Scorer):
     default_rounds = 100
 
     def score(self, model, params, mask, batches):
+        import torch
         state = _floating_state(model)
         saved = [t.detach().clone() for t in state]
         modes = {m: m.training for m in model.modules()}
