@@ -122,6 +122,13 @@ class TrackingConfig(BaseModel):
 class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    plugins: list[str] = Field(default_factory=list,
+        description="modules imported before the rest is validated, in the driver and every Ray worker: your own "
+        "methods, models, datasets, distillers (looked up in plugin_paths, then on PYTHONPATH; shipped to the "
+        "cluster's nodes by Ray's runtime_env when not installed)")
+    plugin_paths: list[str] = Field(default_factory=list,
+        description="directories searched first for plugins; default: the config file's directory (made absolute)")
+
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
         description="letters, digits, '.', '_', '-': it names directories and the MLflow experiment")
     seed: int = Field(0, ge=0,
@@ -239,11 +246,25 @@ def validate(raw: dict, context: str = "") -> ExperimentConfig:
     bad = _non_finite(raw)
     if bad:
         raise ConfigError(f"invalid config{context}:\n  {bad}: must be a finite number")
+    import_plugins(raw, context)
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         head = f"invalid config{context}:\n"
         raise ConfigError(head + format_validation_error(err)) from None
+
+
+def import_plugins(raw: dict, context: str = "") -> list[str]:
+    """The config's ``plugins`` imported (their registrations are what the rest is validated against)."""
+    from training.plugins import PluginError, load_plugins
+
+    paths = raw.get("plugin_paths") or []
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ConfigError(f"invalid config{context}:\n  plugin_paths: expected a list of directories, got {paths!r}")
+    try:
+        return load_plugins(raw.get("plugins"), paths)
+    except PluginError as exc:
+        raise ConfigError(f"invalid config{context}:\n  {exc}") from None
 
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -315,6 +336,8 @@ def load_experiment(path: str | Path, sets: list[str] = (), variant: str | None 
     is dropped from it, since the sweep runs exactly one of them (or none).
     """
     raw = read_yaml(path)
+    if raw.get("plugins") and "plugin_paths" not in raw:  # resumes and workers read a copy of the config
+        raw["plugin_paths"] = [str(Path(path).resolve().parent)]
     variants = raw.get("variants") or {}
     if variant is not None:
         if not isinstance(variants, dict) or variant not in variants:

@@ -61,8 +61,8 @@ def check_search_space(cfg: ExperimentConfig) -> None:
         from pruning.scorers import SCORERS
 
         method = opt.fixed.get("prune.method", cfg.prune.method)
-        if method not in SCORERS or opt.fixed.get("prune.magnitude_at", cfg.prune.magnitude_at) == "trained" \
-                and method == "magnitude":
+        at = opt.fixed.get("prune.options.at", cfg.prune.options.get("at")) if method == "magnitude" else None
+        if method not in SCORERS or at == "trained":
             what = {"layer_densities": "densities", "channel_keep": "channel fractions"}[field]
             raise ConfigError(f"invalid config:\n  sweep.optuna.{field}: per-layer {what} apply to "
                               f"pruning-at-init methods ({', '.join(SCORERS.names())}); the search prunes with "

@@ -91,8 +91,16 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         slot, overrides = f"grid-{config['slot']}", dict(points[config["slot"]])
     else:
         slot, overrides = f"optuna-{config['optuna_number']}", {**fixed, **config["overrides"]}
-    cfg = trial_config(raw, overrides)
     ctx = tune.get_context()
+    try:  # the plugins are imported here, in this worker, before the config can be read
+        cfg = trial_config(raw, overrides)
+    except ConfigError as exc:  # e.g. a plugin this node cannot import: one row, one line, no retries
+        failed = {"trial_id": ctx.get_trial_id(), "phase": phase, "slot": slot,
+                  "overrides": json.dumps(overrides, sort_keys=True), **_unvalidated_identity(raw, overrides),
+                  **_error_row(" ".join(str(exc).split()))}
+        TrialRecords(Path(out_dir)).update(slot, row=failed)
+        tune.report(failed | {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0})
+        return
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))
     records = TrialRecords(Path(out_dir))
     record = records.get(slot)
@@ -140,6 +148,16 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
     full = {**row, **report, "status": "ok", "error": None}
     records.update(slot, row=full)
     tune.report(full | progress)
+
+
+def _unvalidated_identity(raw: dict, overrides: dict) -> dict[str, Any]:
+    """Method, target and seed read straight from the config, for a row whose config could not be read."""
+    from .config import apply_overrides
+
+    merged = apply_overrides({k: v for k, v in raw.items() if k != "sweep"}, overrides)
+    prune = merged.get("prune") if isinstance(merged.get("prune"), dict) else {}
+    return {"method": prune.get("method", "imp"), "target_sparsity": prune.get("sparsity", 0.9),
+            "seed": merged.get("seed", 0)}
 
 
 def _log_text(logger: RunLogger, name: str, text: str) -> None:
@@ -240,6 +258,26 @@ def _shortfall(cfg: ExperimentConfig, have: dict[str, float]) -> str | None:
     return None
 
 
+def _import_plugins_here(raw: dict) -> list[str]:
+    from .config import import_plugins
+
+    return import_plugins(raw)
+
+
+def check_worker_plugins(raw: dict) -> None:
+    """A Ray worker imports the config's plugins before any trial starts: a module the cluster cannot
+    import fails the sweep once, with one line, instead of every trial."""
+    if not raw.get("plugins"):
+        return
+    import ray
+
+    try:
+        ray.get(ray.remote(_import_plugins_here).options(num_cpus=0, max_retries=0).remote(raw))
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
+        raise ConfigError("a Ray worker cannot import the plugins: " + " ".join(str(cause).split())) from None
+
+
 def check_cluster(cfg: ExperimentConfig, have: Callable[[], dict[str, float]],
                   echo: Callable[[str], None] = print, poll_s: float = 2.0) -> None:
     """Fail before any trial is pending forever: Ray queues requests no node can meet without a word.
@@ -338,8 +376,12 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     started_ray = not ray.is_initialized()
     if started_ray:
+        from training.plugins import shippable_paths
+
+        shipped = shippable_paths(cfg.plugins)  # plugins that are not installed reach every node this way
         try:
             ray.init(
+                runtime_env={"py_modules": shipped} if shipped else None,
                 address=cfg.ray.address,
                 num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
                 num_gpus=cfg.ray.num_gpus if cfg.ray.address is None else None,
@@ -355,6 +397,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
     try:  # before anything is written: a request the cluster cannot meet would wait forever
         check_cluster(cfg, ray.cluster_resources, echo)
+        check_worker_plugins(raw)
         state = _begin(cfg, raw, out_dir, config_text, resume)
     except BaseException:
         signal.signal(signal.SIGTERM, previous_sigterm)
@@ -440,7 +483,8 @@ def _shared_stages_first(points: list[dict], raw: dict, cfg: ExperimentConfig, s
 
     stages = [s for p in points for s in trial_graph(trial_config(raw, p)).stages()]
     todo = shared_stages(stages, lambda s: store.is_done(s.name, s.key))
-    for line in run_shared_stages(todo, store, cfg.resources.for_stage, echo, stages_log_dir(out_dir)):
+    plugins = (list(cfg.plugins), list(cfg.plugin_paths))
+    for line in run_shared_stages(todo, store, cfg.resources.for_stage, echo, stages_log_dir(out_dir), plugins):
         echo(f"shared stage failed (the trials that need it will report it): {line}")
 
 

@@ -35,8 +35,13 @@ def shared_stages(stages: Iterable[Stage], done: Callable[[Stage], bool]) -> lis
     return list(picked.values())
 
 
-def _materialize_task(stage: Stage, store: ArtifactStore, threads: int, log: Callable[[str], None]) -> dict:
+def _materialize_task(stage: Stage, store: ArtifactStore, threads: int, log: Callable[[str], None],
+                      plugins: tuple[list[str], list[str]] = ([], [])) -> dict:
     import torch
+
+    from training.plugins import load_plugins
+
+    load_plugins(*plugins)  # a plugin's model, dataset or distiller must be registered in this worker too
 
     torch.set_num_threads(max(1, threads))
     t0 = time.perf_counter()
@@ -45,7 +50,8 @@ def _materialize_task(stage: Stage, store: ArtifactStore, threads: int, log: Cal
 
 
 def run_shared_stages(stages: list[Stage], store: ArtifactStore, resources: Callable[[str], tuple[float, float]],
-                      echo: Callable[[str], None], log_dir: Path) -> list[str]:
+                      echo: Callable[[str], None], log_dir: Path,
+                      plugins: tuple[list[str], list[str]] = ([], [])) -> list[str]:
     """Run the stages as Ray tasks, in ``SHARED_STAGES`` order (a pretrain on a small set must not make
     that set itself, on its own resources); returns error lines. Each stage logs to
     ``log_dir/<name>-<key>.log``; while they run, each one's latest line is echoed as it changes."""
@@ -54,12 +60,12 @@ def run_shared_stages(stages: list[Stage], store: ArtifactStore, resources: Call
     echo(f"shared stages: {len(stages)} ({', '.join(sorted({s.name for s in stages}))}) as Ray tasks")
     errors: list[str] = []
     for name in SHARED_STAGES:
-        errors += _run_wave([s for s in stages if s.name == name], store, resources, echo, log_dir)
+        errors += _run_wave([s for s in stages if s.name == name], store, resources, echo, log_dir, plugins)
     return errors
 
 
 def _run_wave(stages: list[Stage], store: ArtifactStore, resources: Callable[[str], tuple[float, float]],
-              echo: Callable[[str], None], log_dir: Path) -> list[str]:
+              echo: Callable[[str], None], log_dir: Path, plugins: tuple[list[str], list[str]]) -> list[str]:
     import ray
 
     from .live import FileLog, last_line, stage_log
@@ -70,7 +76,7 @@ def _run_wave(stages: list[Stage], store: ArtifactStore, resources: Callable[[st
         cpu, gpu = resources(s.name)
         log = FileLog(stage_log(log_dir, s.name, s.key))
         ref = remote.options(num_cpus=cpu, num_gpus=gpu, max_retries=1, name=f"stage:{s.describe()}").remote(
-            s, store, int(cpu), log)
+            s, store, int(cpu), log, plugins)
         pending[ref] = s
     errors, done, shown = [], 0, {}
     while pending:

@@ -32,10 +32,10 @@ def _keys(overrides):
 
 
 IRRELEVANT_TO_RANDOM = {
-    "prune.grasp_temperature": 50.0, "prune.pdp.tau": 0.01, "prune.small_train.epochs": 7,
+    "prune.pdp.tau": 0.01, "prune.small_train.epochs": 7,
     "prune.distill": {"method": "dm", "progress_every": 3}, "data.root": "/elsewhere", "data.download": True,
-    "train.device": "cpu", "train.eval_batch_size": 17, "prune.px_variant": "official",
-    "prune.prune_fraction": 0.5, "prune.bn_mode": "train", "prune.examples_per_class": 3,
+    "train.device": "cpu", "train.eval_batch_size": 17,
+    "prune.prune_fraction": 0.5, "prune.examples_per_class": 3,
     "prune.post": {"structure": "nm", "damp": 0.1},
 }
 
@@ -53,7 +53,7 @@ def test_a_setting_a_stage_reads_moves_its_key_and_downstream_only():
         assert moved[name] != base[name], name
     grasp = {s.name: s.key for s in trial_graph(trial_config(RAW, {"prune.method": "grasp"})).stages()}
     warmer = {s.name: s.key for s in trial_graph(trial_config(
-        RAW, {"prune.method": "grasp", "prune.grasp_temperature": 50.0})).stages()}
+        RAW, {"prune.method": "grasp", "prune.options.temperature": 50.0})).stages()}
     assert grasp["mask"] != warmer["mask"] and grasp["pretrain"] == warmer["pretrain"]
 
 
@@ -81,8 +81,8 @@ def test_a_version_bump_moves_that_stage_and_everything_downstream(monkeypatch):
     assert all(after[n] != before[n] for n in before), (before, after)
 
 
-INVERTIBLE = [(m, {}) for m in method_names() if m != "dense" and "invert" in get_method(m).ablations(
-    trial_config(RAW, {"prune.method": m}).prune)] + [("magnitude", {"prune.magnitude_at": "trained"})]
+INVERTIBLE = [(m, {}) for m in method_names() if m != "dense" and "invert" in get_method(m).ablations] + [
+    ("magnitude", {"prune.options.at": "trained"})]
 
 
 @pytest.mark.parametrize("method,extra", INVERTIBLE, ids=lambda v: v if isinstance(v, str) else "")

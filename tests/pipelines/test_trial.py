@@ -115,8 +115,8 @@ def test_pdp_nm_and_option_validation(tmp_path):
         trial_config(RAW, {"prune.method": "pdp", "prune.pdp.structure": "nm", "prune.sparsity": 0.9})
     with pytest.raises(ConfigError, match="invert"):
         trial_config(RAW, {"prune.method": "imp", "prune.ablation": "invert"})
-    with pytest.raises(ConfigError, match="px_variant"):
-        trial_config(RAW, {"prune.method": "px", "prune.px_variant": "offical"})
+    with pytest.raises(ConfigError, match=r"prune\.options\.variant"):
+        trial_config(RAW, {"prune.method": "px", "prune.options.variant": "offical"})
 
 
 def test_small_set_augmentation_is_validated_and_used(tmp_path):
