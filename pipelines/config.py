@@ -127,7 +127,7 @@ class ExperimentConfig(BaseModel):
         "methods, models, datasets, distillers (looked up in plugin_paths, then on PYTHONPATH; shipped to the "
         "cluster's nodes by Ray's runtime_env when not installed)")
     plugin_paths: list[str] = Field(default_factory=list,
-        description="directories searched first for plugins; default: the config file's directory (made absolute)")
+        description="directories searched first for plugins, relative to the config file; default: its directory")
 
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
         description="letters, digits, '.', '_', '-': it names directories and the MLflow experiment")
@@ -336,8 +336,11 @@ def load_experiment(path: str | Path, sets: list[str] = (), variant: str | None 
     is dropped from it, since the sweep runs exactly one of them (or none).
     """
     raw = read_yaml(path)
-    if raw.get("plugins") and "plugin_paths" not in raw:  # resumes and workers read a copy of the config
-        raw["plugin_paths"] = [str(Path(path).resolve().parent)]
+    if raw.get("plugins"):  # absolute: resumes and workers read a copy of the config, elsewhere
+        here = Path(path).resolve().parent
+        given = raw.get("plugin_paths", [str(here)])
+        if isinstance(given, list):
+            raw["plugin_paths"] = [str((here / p).resolve()) if isinstance(p, str) else p for p in given]
     variants = raw.get("variants") or {}
     if variant is not None:
         if not isinstance(variants, dict) or variant not in variants:

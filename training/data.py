@@ -97,7 +97,7 @@ def _take(split: Split, index: torch.Tensor) -> Split:
     return Split(split.x[index], split.y[index])
 
 
-def _hold_out(split: Split, fraction: float, gen: torch.Generator) -> tuple[Split, Split]:
+def hold_out(split: Split, fraction: float, gen: torch.Generator) -> tuple[Split, Split]:
     """Return (rest, held-out); the permutation comes from the caller's generator so splits chain."""
     perm = torch.randperm(len(split), generator=gen)
     n_held = int(round(fraction * len(split)))
@@ -133,7 +133,7 @@ def assemble(
     Stats are taken from the final training split when no fixed constants are given, so val/test never
     leak into them.
     """
-    train, val = _hold_out(train, cfg.val_fraction, gen)
+    train, val = hold_out(train, cfg.val_fraction, gen)
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
         train = _take(train, torch.randperm(len(train), generator=gen)[: cfg.max_train_samples])
     if len(train) == 0:
@@ -166,7 +166,7 @@ def _digits(cfg: DataConfig) -> DataBundle:
     raw = load_digits()
     x = torch.from_numpy(raw.images).float().div_(16.0).unsqueeze(1)
     gen = _seeded(cfg)
-    train, test = _hold_out(Split(x, torch.from_numpy(raw.target).long()), cfg.test_fraction, gen)
+    train, test = hold_out(Split(x, torch.from_numpy(raw.target).long()), cfg.test_fraction, gen)
     return assemble("digits", cfg, train, test, num_classes=10, gen=gen)
 
 
@@ -209,7 +209,7 @@ def _fake(cfg: DataConfig) -> DataBundle:
     images, labels = zip(*(fake[i] for i in range(len(fake))))
     x = torch.stack(images).float().div_(255.0)
     gen = _seeded(cfg)
-    train, test = _hold_out(Split(x, torch.tensor(labels, dtype=torch.int64)), cfg.test_fraction, gen)
+    train, test = hold_out(Split(x, torch.tensor(labels, dtype=torch.int64)), cfg.test_fraction, gen)
     return assemble("fake", cfg, train, test, num_classes=10, gen=gen)
 
 
