@@ -1,10 +1,10 @@
 """``prunetune prune``: score one model and write its mask, without training.
 
-The model is freshly initialised (seeded) or loaded from ``--checkpoint``; the mask comes from the same
-code as a trial's mask stage for pruning-at-init methods (``build_scorer`` + ``scoring_batches`` +
-``allocate`` + ``prune_at_init``), with the options validated by ``PruneConfig``, so a setting means
-(and fails) the same here as in an experiment file. Methods whose search needs training (``imp``,
-``pdp``, ``dense``) belong to ``prunetune run``.
+The model is freshly initialised (seeded) or loaded from ``--checkpoint``; the mask comes from
+``pruning.at_init.mask_at_init``, the very function a sweep's ``mask`` stage calls, with the settings
+validated by ``PruneConfig`` and the method's own options model (``--option key=value``), so a setting
+means (and fails) the same here as in an experiment file. Methods whose search needs training (``imp``,
+``pdp``, ``dense``, ...) belong to ``prunetune run``.
 
 Writes ``<out>/mask.pt`` (``Mask.save``) and ``<out>/sparsity.json``; each file is written atomically,
 and nothing is written unless every input checked out.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -23,17 +22,10 @@ EXIT_CONFIG = 2
 
 # PruneConfig field -> the flag that sets it, for error messages.
 _FLAGS = {
-    "method": "--method",
-    "sparsity": "--sparsity",
-    "rounds": "--rounds",
-    "schedule": "--schedule",
-    "scope": "--scope",
-    "allocation": "--allocation",
-    "layer_densities": "--layer-density",
-    "examples_per_class": "--examples-per-class",
-    "px_variant": "--px-variant",
-    "ignore": "--ignore",
-    "bn_mode": "--bn-mode",
+    "method": "--method", "sparsity": "--sparsity", "rounds": "--rounds", "schedule": "--schedule",
+    "scope": "--scope", "allocation": "--allocation", "layer_densities": "--layer-density",
+    "examples_per_class": "--examples-per-class", "ignore": "--ignore", "options": "--option",
+    "channel_keep": "--channel-keep", "head_keep": "--head-keep", "ablation": "--ablation",
 }
 
 
@@ -41,28 +33,47 @@ class PruneInputError(ValueError):
     """Bad command-line input, phrased for the user."""
 
 
+def _at_init_methods() -> str:
+    """Every registered pruning-at-init method, and the installed plugins' methods by name (their modules
+    are imported only when one is used, so ``--help`` stays fast)."""
+    from pruning.registry import METHODS
+    from training.registry import entry_points
+
+    names = [n for n in METHODS.names() if METHODS.get(n).at_init]
+    extra = sorted({ep.name for ep in entry_points("prunetune.methods")} - set(METHODS.names()))
+    return ", ".join(names) + (f"; from installed plugins: {', '.join(extra)}" if extra else "")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "prune",
         help="score an untrained (or loaded) model and write its mask, without training",
-        description="Prune at initialisation: write DIR/mask.pt and DIR/sparsity.json for one model.",
+        description="Prune at initialisation: write DIR/mask.pt and DIR/sparsity.json for one model. "
+        "The same function builds the mask as a sweep's mask stage. `prunetune list` shows every "
+        "method's options.",
     )
-    p.add_argument("--model", required=True, help="model name (see training.models), e.g. vgg16_bn, mlp, tv:resnet18")
+    p.add_argument("--model", required=True, help="model name (see `prunetune list`), e.g. vgg16_bn, mlp, tv:resnet18")
     p.add_argument("--model-options", metavar="JSON", help='model options as a JSON object, e.g. \'{"widths": [64]}\'')
-    p.add_argument("--dataset", help="dataset the model is built for; needed by data-driven methods (snip, grasp, px)")
+    p.add_argument("--dataset", help="dataset the model is built for; needed by data-driven methods")
     p.add_argument("--input-shape", metavar="C,H,W", help="input shape without the batch dimension (C,H,W or C,L), instead of --dataset")
     p.add_argument("--num-classes", type=int, metavar="K", help="number of classes, with --input-shape")
-    p.add_argument("--method", required=True, help="pruning-at-init scorer: random, magnitude, snip, grasp, synflow, px")
+    p.add_argument("--method", required=True, help="pruning-at-init method: " + _at_init_methods())
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="the method's own option (prune.options.KEY; value read as YAML), e.g. temperature=50 (repeatable)")
+    p.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import this module first (a method, model or dataset of your own; repeatable)")
     p.add_argument("--sparsity", required=True, type=float, help="fraction of prunable weights removed, in (0, 1)")
-    p.add_argument("--rounds", type=int, help="scoring rounds (default per method: synflow/px 100, others 1)")
+    p.add_argument("--rounds", type=int, help="scoring rounds (default per method)")
     p.add_argument("--schedule", help="density schedule over rounds: exponential (default) or linear")
     p.add_argument("--scope", help="global (default) or layerwise")
-    p.add_argument("--allocation", help="how density is shared by layers: global, uniform, erk, explicit")
-    p.add_argument("--layer-density", action="append", metavar="NAME=D", help="with --allocation explicit: one per prunable weight (repeatable)")
+    p.add_argument("--allocation", help="how density is shared by layers: global, uniform, erk, explicit, scaled")
+    p.add_argument("--layer-density", action="append", metavar="NAME=D", help="with --allocation explicit/scaled: one per prunable weight (repeatable)")
+    p.add_argument("--channel-keep", action="append", metavar="NAME=F",
+                   help="structured: keep this fraction of the layer's output channels (repeatable)")
+    p.add_argument("--head-keep", type=float, metavar="F", help="structured: fraction of every attention module's heads kept")
+    p.add_argument("--ablation", help="sanity check on the mask: shuffle or invert (reinit changes training, not masks)")
     p.add_argument("--ignore", action="append", metavar="NAME", help="prunable weight kept dense, e.g. fc.weight (repeatable)")
-    p.add_argument("--examples-per-class", type=int, metavar="N", help="data-driven scorers: class-balanced examples (default 10)")
-    p.add_argument("--px-variant", help="PX: clean (default) or official")
-    p.add_argument("--bn-mode", help="SNIP/GraSP: BatchNorm mode while scoring, eval (default) or train")
+    p.add_argument("--examples-per-class", type=int, metavar="N", help="data-driven methods: class-balanced examples (default 10)")
     p.add_argument("--checkpoint", metavar="FILE", help="state_dict to load into the model before scoring")
     p.add_argument("--seed", type=int, default=0, help="seeds the initialisation, the scorer and the example sample")
     p.add_argument("--data-root", default="data", metavar="DIR", help="where datasets live (default ./data)")
@@ -86,6 +97,30 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- checking
+def _pairs(items: list[str] | None, flag: str, parse=float) -> dict[str, Any] | None:
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise PruneInputError(f"{flag} {item!r}: expected NAME=VALUE")
+        try:
+            out[name.strip()] = parse(value)
+        except ValueError:
+            raise PruneInputError(f"{flag} {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+
+
 def _prune_config(args: argparse.Namespace):
     from pydantic import ValidationError
 
@@ -93,42 +128,32 @@ def _prune_config(args: argparse.Namespace):
 
     fields: dict[str, Any] = {"method": args.method, "sparsity": args.sparsity}
     optional = {
-        "rounds": args.rounds,
-        "schedule": args.schedule,
-        "scope": args.scope,
-        "allocation": args.allocation,
-        "examples_per_class": args.examples_per_class,
-        "px_variant": args.px_variant,
-        "bn_mode": args.bn_mode,
-        "ignore": args.ignore,
-        "layer_densities": _layer_densities(args.layer_density) if args.layer_density else None,
+        "rounds": args.rounds, "schedule": args.schedule, "scope": args.scope, "allocation": args.allocation,
+        "examples_per_class": args.examples_per_class, "ignore": args.ignore, "head_keep": args.head_keep,
+        "ablation": args.ablation,
+        "layer_densities": _pairs(args.layer_density, "--layer-density"),
+        "channel_keep": _pairs(args.channel_keep, "--channel-keep"),
+        "options": _pairs(args.option, "--option", _yaml_value),
     }
     fields.update({k: v for k, v in optional.items() if v is not None})
+    if fields.get("ablation") == "reinit":
+        raise PruneInputError("--ablation reinit redraws the weights the mask is trained from; it does not change "
+                              "a mask (use shuffle or invert, or 'prunetune run')")
     try:
         return PruneConfig.model_validate(fields)
     except ValidationError as err:
         lines = []
         for e in err.errors():
             loc = [str(p) for p in e["loc"]]
-            flag = _FLAGS.get(loc[0], loc[0]) if loc else "options"
+            sub = (e.get("ctx") or {}).get("sub_loc", "")
+            flag = _FLAGS.get(sub.split(".")[0] if sub else (loc[0] if loc else ""), loc[0] if loc else "options")
+            if sub.startswith("options."):
+                flag = f"--option {sub.removeprefix('options.')}"
             msg = e["msg"].removeprefix("Value error, ")
             bad = e.get("input")
-            shown = "" if isinstance(bad, dict) or e["type"] == "missing" else f" (got {bad!r})"
+            shown = "" if isinstance(bad, (dict, PruneConfig)) or e["type"] == "missing" or sub else f" (got {bad!r})"
             lines.append(f"  {flag}: {msg}{shown}")
         raise PruneInputError("invalid pruning options:\n" + "\n".join(lines)) from None
-
-
-def _layer_densities(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise PruneInputError(f"--layer-density {item!r}: expected NAME=DENSITY, e.g. fc.weight=0.5")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise PruneInputError(f"--layer-density {item!r}: {value!r} is not a number") from None
-    return out
 
 
 def _input_shape(text: str) -> tuple[int, ...]:
@@ -203,34 +228,34 @@ def _few(items: list[str], n: int = 5) -> str:
 
 def _prepare(args: argparse.Namespace) -> dict:
     """Check every input and build what scoring needs; raises PruneInputError, writes nothing."""
-    from pruning.allocation import allocate, layer_shapes
-    from pruning.methods import build_scorer, scoring_batches
-    from pruning.scorers import SCORERS, ScoringBatches
+    from pruning.registry import get_method
+    from training.plugins import PluginError, load_plugins
     from training.trainer import resolve_device
 
+    try:
+        load_plugins(args.plugin or [], [str(Path.cwd())])
+    except PluginError as exc:
+        raise PruneInputError(f"--plugin: {exc}") from None
     prune = _prune_config(args)
-    if prune.method not in SCORERS:
+    spec = get_method(prune.method)
+    if not spec.at_init:
         raise PruneInputError(
-            f"--method {prune.method!r} searches its mask by training (imp, pdp) or does not prune (dense); "
-            f"'prunetune prune' scores without training: use one of {', '.join(SCORERS.names())}, "
-            "or 'prunetune run' for training-based methods"
+            f"--method {prune.method!r} searches its mask by training or does not prune; 'prunetune prune' scores "
+            f"without training: use one of {_at_init_methods()}, or 'prunetune run' for the others"
         )
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise PruneInputError(f"--out {out} exists and is not a directory")
-
     if args.dataset and args.input_shape:
         raise PruneInputError("give either --dataset or --input-shape (with --num-classes), not both")
     if args.num_classes is not None and not args.input_shape:
         raise PruneInputError("--num-classes goes with --input-shape (a dataset fixes its own classes)")
-
-    seed = int(args.seed)
-    scorer = build_scorer(prune.method, prune, seed)
-    if scorer.needs_data and not args.dataset:
+    if spec.needs_data and not args.dataset:
         raise PruneInputError(
             f"--method {prune.method} scores with training examples ({prune.examples_per_class} per class): "
             "give --dataset"
         )
+    seed = int(args.seed)
     try:
         device = resolve_device(args.device)
     except RuntimeError as exc:
@@ -259,7 +284,9 @@ def _prepare(args: argparse.Namespace) -> dict:
         raise PruneInputError("give --dataset, or --input-shape C,H,W (or C,L) with --num-classes")
 
     model_cfg = _model_config(args)
-    _seed_everything(seed)
+    from training.stage import seed_everything
+
+    seed_everything(seed)  # the same seeded initialisation as a trial's stages (training.stage.fresh_model)
     try:
         from training.models import create_model
 
@@ -270,54 +297,50 @@ def _prepare(args: argparse.Namespace) -> dict:
     if checkpoint is not None:
         _load_into(model, _read_checkpoint(checkpoint), checkpoint, args.model)
     model.to(device)
-
     try:
+        spec.scorer.check_model(model, shape)
+        from pruning.allocation import allocate, layer_shapes
+
         shapes = layer_shapes(model, prune.ignore)
-        density = allocate(prune.effective_allocation, prune.density, shapes, prune.layer_densities or None)
-        batches = (
-            scoring_batches(data, prune.examples_per_class if scorer.needs_data else None, seed, device)
-            if data is not None
-            else ScoringBatches(None, None, shape, num_classes)
-        )
+        unknown = sorted(set(prune.channel_keep) - set(shapes))
+        if unknown:
+            raise ValueError(f"--channel-keep names {unknown}, which are not prunable weights of this model; "
+                             f"prunable: {sorted(shapes)}")
+        allocate(prune.effective_allocation, prune.density, shapes, prune.layer_densities or None)
+        if data is not None and spec.needs_data:
+            from training.data import smallest_class
+
+            c, have = smallest_class(data)
+            if have < prune.examples_per_class:
+                raise ValueError(f"--examples-per-class {prune.examples_per_class}: class {c} has only {have} "
+                                 "training examples")
     except ValueError as exc:
         raise PruneInputError(str(exc)) from None
     return {
-        "args": args, "prune": prune, "model": model, "scorer": scorer, "density": density,
-        "batches": batches, "shape": shape, "num_classes": num_classes, "out": out, "seed": seed,
-        "checkpoint": checkpoint, "model_cfg": model_cfg, "device": device,
+        "args": args, "prune": prune, "model": model, "data": data, "shape": shape, "num_classes": num_classes,
+        "out": out, "seed": seed, "checkpoint": checkpoint, "model_cfg": model_cfg, "device": device,
     }
-
-
-def _seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # --------------------------------------------------------------------------------------------- scoring
 def _run(job: dict) -> int:
-    from pruning.at_init import prune_at_init
+    from pruning.at_init import mask_at_init
     from pruning.mask import atomic_write_text
+    from pruning.registry import get_method
     from pruning.select import kept_count
 
-    prune, scorer, args = job["prune"], job["scorer"], job["args"]
-    rounds = prune.rounds or scorer.default_rounds
+    prune, args = job["prune"], job["args"]
     scope = "global" if prune.effective_allocation == "global" else "layerwise"
     t0 = time.perf_counter()
     try:
-        mask = prune_at_init(
-            job["model"], scorer, job["density"], job["batches"], rounds=rounds,
-            schedule=prune.schedule, scope=scope, ignore=prune.ignore,
-        )
+        mask, rounds, _ = mask_at_init(job["model"], prune, job["seed"], data=job["data"], input_shape=job["shape"],
+                                       num_classes=job["num_classes"], device=job["device"])
     except ValueError as exc:  # e.g. a scorer refusing the model; still nothing written
         return _fail(f"{prune.method} could not score model {args.model!r}: {exc}")
     wall = time.perf_counter() - t0
 
     report = mask.report()
-    if prune.effective_allocation == "global":
+    if prune.effective_allocation == "global" and not (prune.channel_keep or prune.head_keep):
         expected = kept_count(prune.density, report.total)
         assert report.kept == expected, f"kept {report.kept} weights, expected exactly {expected}"
     summary = {
@@ -333,8 +356,11 @@ def _run(job: dict) -> int:
         "schedule": prune.schedule,
         "scope": scope,
         "allocation": prune.effective_allocation,
-        "examples_per_class": prune.examples_per_class if scorer.needs_data else None,
-        "px_variant": prune.px_variant if prune.method == "px" else None,
+        "examples_per_class": prune.examples_per_class if get_method(prune.method).needs_data else None,
+        "options": prune.options,
+        "channel_keep": prune.channel_keep,
+        "head_keep": prune.head_keep,
+        "ablation": prune.ablation,
         "ignore": list(prune.ignore),
         "checkpoint": str(job["checkpoint"]) if job["checkpoint"] else None,
         "seed": job["seed"],
