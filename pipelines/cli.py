@@ -144,6 +144,7 @@ def _add_verbosity(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .distill_cmd import add_parser as add_distill_parser
+    from .list_cmd import add_parser as add_list_parser
     from .prune_cmd import add_parser as add_prune_parser
     from .ui_cmd import add_parser as add_ui_parser
 
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ui_parser(sub)
     add_prune_parser(sub)
     add_distill_parser(sub)
+    add_list_parser(sub)
     return parser
 
 

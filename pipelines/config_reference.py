@@ -110,8 +110,8 @@ def _section(title: str, model: type[BaseModel], prefix: str, intro: str = "") -
 
 
 def render() -> str:
-    from distill.config import DISTILL_METHODS, AUGMENT_OPS
-    from pruning.config import METHOD_ABLATIONS
+    from distill.config import AUGMENT_OPS, DISTILL_METHODS
+    from pruning.registry import METHODS
     from search.space import Categorical, FloatRange, IntRange, Objective, OptunaConfig
     from training.settings import DATASET_NAMES, MODEL_OPTIONS, TV_PREFIX, TorchvisionOptions
 
@@ -123,7 +123,7 @@ def render() -> str:
                  f"- `model.name`: {', '.join(f'`{n}`' for n in MODEL_OPTIONS)}, or `{TV_PREFIX}<name>` for any "
                  "torchvision classification model\n"
                  f"- `prune.method` (and the sanity-check ablations each accepts): "
-                 + ", ".join(f"`{m}` ({', '.join(sorted(a)) or 'none'})" for m, a in sorted(METHOD_ABLATIONS.items()))
+                 + ", ".join(f"`{m}` ({', '.join(sorted(METHODS.get(m).ablations)) or 'none'})" for m in _methods())
                  + "\n"
                  f"- `prune.distill.method`: {', '.join(f'`{n}`' for n in DISTILL_METHODS)}\n"
                  f"- augmentation ops (`prune.small_augment`, `prune.distill.augment`, joined by `_`): images "
@@ -135,6 +135,10 @@ def render() -> str:
     seen.setdefault(TorchvisionOptions, []).append(f"{TV_PREFIX}<name>")
     for cls, names in seen.items():
         parts.append(_section(f"`model.options` for {', '.join(f'`{n}`' for n in names)}", cls, "model.options."))
+    for method in _methods():
+        opts = METHODS.get(method).options
+        if opts.model_fields:
+            parts.append(_section(f"`prune.options` for `{method}`", opts, "prune.options."))
     for method, cls in _distill_options().items():
         parts.append(_section(f"`prune.distill.options` for `{method}`", cls, "prune.distill.options."))
     parts.append("## Search spaces (`sweep.optuna.space.<dotted path>`)\n\n"
@@ -146,14 +150,24 @@ def render() -> str:
     return "\n".join(parts)
 
 
-def _distill_options() -> dict[str, type[BaseModel]]:
-    """Each distillation method's own options (their modules import torch: only the reference does)."""
-    from distill.coresets import CoresetOptions
-    from distill.dc import DCOptions
-    from distill.dm import DMOptions
-    from distill.mtt import MTTOptions
+def _methods() -> list[str]:
+    """The built-in methods (plugins document themselves: ``prunetune list``)."""
+    from pruning.registry import METHODS
 
-    return {"random, herding, kmeans": CoresetOptions, "dm": DMOptions, "dc, dsa": DCOptions, "mtt": MTTOptions}
+    return [m for m in METHODS.names() if METHODS.origin(m) == "built-in"]
+
+
+def _distill_options() -> dict[str, type[BaseModel]]:
+    """Each built-in distillation method's own options, from its declaration (those modules import torch:
+    only the reference and ``prunetune list`` load them); methods sharing a model share a table."""
+    from distill.config import DISTILL_METHODS, DISTILLER_DECLS
+
+    from .list_cmd import _resolve
+
+    by_model: dict[type[BaseModel], list[str]] = {}
+    for name in DISTILL_METHODS:
+        by_model.setdefault(_resolve(DISTILLER_DECLS.get(name)), []).append(name)
+    return {", ".join(names): cls for cls, names in by_model.items()}
 
 
 if __name__ == "__main__":
