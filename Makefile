@@ -18,10 +18,15 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The example plugin (examples/plugin), installed for the tests that run a sweep through its entry points.
+$(VENV)/.example-plugin: examples/plugin/pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install --quiet --no-deps -e examples/plugin
+	touch $@
+
 demo: install
 	$(BIN)/prunetune run configs/quickstart.yaml --out $(OUT)
 
-test: install
+test: install $(VENV)/.example-plugin
 	$(BIN)/python -m pytest tests -q
 
 # The cpu-smoke variant of every paper-scale config: the same pipelines on fake data (CI runs it).

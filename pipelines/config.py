@@ -124,7 +124,7 @@ class ExperimentConfig(BaseModel):
 
     plugins: list[str] = Field(default_factory=list,
         description="modules imported before the rest is validated, in the driver and every Ray worker: your own "
-        "methods, models, datasets, distillers (looked up in plugin_paths, then on PYTHONPATH; shipped to the "
+        "methods, models, datasets, distillers (looked up on PYTHONPATH, then in plugin_paths; shipped to the "
         "cluster's nodes by Ray's runtime_env when not installed)")
     plugin_paths: list[str] = Field(default_factory=list,
         description="directories searched first for plugins, relative to the config file; default: its directory")

@@ -32,6 +32,7 @@ from .stages import load_mask
 @dataclass(eq=False)
 class Export(Stage):
     name: ClassVar[str] = "export"
+    reads: ClassVar[tuple[str, ...]] = ('data', 'model', 'export')
     trained: Stage  # writes model.pt
     mask: Stage
     data: DataConfig

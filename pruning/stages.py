@@ -92,6 +92,7 @@ class Pretrain(Stage):
     """
 
     name: ClassVar[str] = "pretrain"
+    reads: ClassVar[tuple[str, ...]] = ('data', 'model', 'train', 'prune')
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
@@ -172,6 +173,7 @@ class ImpLevel(Stage):
     sweep shares these levels; only the final mask depends on the target (``ImpMask``)."""
 
     name: ClassVar[str] = "imp_level"
+    reads: ClassVar[tuple[str, ...]] = ('prune',)
     level: int
     previous: Stage  # level L-1, or the pretrain for L = 1
     pretrain: Pretrain
@@ -210,6 +212,7 @@ class ImpMask(Stage):
     magnitude pruning). The retrain stage trains it, like every other method's mask."""
 
     name: ClassVar[str] = "imp_mask"
+    reads: ClassVar[tuple[str, ...]] = ('prune',)
     source: Stage
     prune: PruneConfig
     seed: int
@@ -251,6 +254,7 @@ class ScoreMask(Stage):
     density under the allocation (iteratively over ``rounds`` where the method does)."""
 
     name: ClassVar[str] = "mask"
+    reads: ClassVar[tuple[str, ...]] = ('prune',)
     method: str
     start: Pretrain  # until='rewind': theta_k
     prune: PruneConfig
@@ -323,6 +327,7 @@ class PdpMask(Stage):
     """Train-time pruning: the search is the training run; its hard-masked net is the result."""
 
     name: ClassVar[str] = "pdp"
+    reads: ClassVar[tuple[str, ...]] = ('prune', 'train')
     start: Pretrain  # the init
     prune: PruneConfig
     seed: int
@@ -369,6 +374,7 @@ class PostTrainMask(Stage):
     weights (SparseGPT changes the survivors), which the one-shot result is evaluated on."""
 
     name: ClassVar[str] = "posttrain"
+    reads: ClassVar[tuple[str, ...]] = ('prune',)
     method: str
     trained: Pretrain  # until='end'
     prune: PruneConfig
@@ -428,6 +434,7 @@ class Retrain(Stage):
     """
 
     name: ClassVar[str] = "retrain"
+    reads: ClassVar[tuple[str, ...]] = ('data', 'model', 'train')
     mask: Stage
     start: Pretrain
     data: DataConfig
@@ -476,6 +483,7 @@ class Evaluate(Stage):
     against the mask (a pruned weight that is not zero is a bug, not a result)."""
 
     name: ClassVar[str] = "evaluate"
+    reads: ClassVar[tuple[str, ...]] = ('data', 'model')
     trained: Stage  # writes model.pt
     mask: Stage
     data: DataConfig

@@ -2,7 +2,8 @@
 validated, in the driver and in every Ray worker that runs stages, so their registrations exist
 wherever a trial or a shared stage needs them.
 
-Modules are looked up next to the config file first, then on ``PYTHONPATH``. Those that are not
+Modules are looked up on ``PYTHONPATH`` (where Ray puts the shipped ones on a node), then in the
+config's ``plugin_paths`` (its own directory by default). Those that are not
 installed packages are shipped to the cluster's nodes with Ray's ``runtime_env`` (``py_modules``): a
 sweep on a cluster needs no manual copying. Installed packages register through entry points instead
 (``training.registry``) and need no ``plugins:`` line.
@@ -36,12 +37,12 @@ def check_names(modules: object) -> list[str]:
 
 
 def load_plugins(modules: object, search_paths: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """Import each module (once per process); ``search_paths`` (the config's directory) go first on
-    ``sys.path``. Raises ``PluginError`` naming the entry that fails."""
+    """Import each module (once per process); ``search_paths`` (the config's directory) are searched after
+    ``sys.path``, so on a node the copy Ray shipped wins. Raises ``PluginError`` naming the failing entry."""
     names = check_names(modules)
     for p in search_paths:
         if p and p not in sys.path:
-            sys.path.insert(0, p)
+            sys.path.append(p)
     for i, name in enumerate(names):
         if name in sys.modules:
             continue
@@ -50,7 +51,7 @@ def load_plugins(modules: object, search_paths: list[str] | tuple[str, ...] = ()
         except ModuleNotFoundError as exc:
             if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
                 where = ", ".join(p for p in search_paths if p)
-                looked = f"looked in {where}, then on PYTHONPATH" if where else "looked on PYTHONPATH"
+                looked = f"looked on PYTHONPATH, then in {where}" if where else "looked on PYTHONPATH"
                 raise PluginError(f"plugins[{i}]: no module named {name!r} ({looked})") from None
             raise PluginError(f"plugins[{i}] {name!r} failed to import: {type(exc).__name__}: {exc}") from None
         except Exception as exc:  # the user's module raised while importing

@@ -39,6 +39,9 @@ class Stage:
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
+    # The settings sections whose fields (defaults included) it reads: data, model, train, prune, distill,
+    # export. ``pipelines.defaults_pin`` pins their defaults to this stage's version.
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def settings(self) -> dict[str, Any]:
         """The canonical settings this stage reads (defaults and non-result fields left out)."""

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -70,3 +71,67 @@ def test_a_sweep_spreads_over_two_nodes_with_one_shared_store(tmp_path, two_node
     children = [r for r in runs if r.data.tags.get("prunetune.role") == "trial"]
     assert sorted(c.info.run_id for c in children) == sorted(r["mlflow_run_id"] for r in table)
     assert all(c.info.status == "FINISHED" for c in children)
+
+
+PLUGIN = '''
+import os
+import ray._private.worker as _w
+
+if _w.global_worker.mode == _w.WORKER_MODE:  # where each worker imported this module from
+    with open(os.path.join(MARKERS, f"{os.getpid()}.txt"), "w") as f:
+        f.write(__file__)
+
+from pydantic import Field
+from pruning.registry import MethodOptions, Scorer, register_method
+
+
+class Opts(MethodOptions):
+    power: float = Field(1.0, gt=0)
+
+
+@register_method("shipped_magnitude", options=Opts)
+class ShippedMagnitude(Scorer):
+    """|w|^power: a method that exists only in a module next to the config."""
+
+    def score(self, model, params, mask, batches):
+        import torch
+
+        return {n: p.detach().abs().to(torch.float64) ** self.power for n, p in params.items()}
+'''
+
+
+@pytest.mark.slow
+def test_a_method_from_a_plugins_module_runs_on_both_nodes_shipped_by_runtime_env(tmp_path, two_node_ray):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    plugin_dir = tmp_path / "cfgdir"
+    plugin_dir.mkdir()
+    (plugin_dir / "shipped_plugin.py").write_text(f"MARKERS = {str(markers)!r}\n" + PLUGIN)
+    cfg = plugin_dir / "sweep.yaml"
+    cfg.write_text(textwrap.dedent("""
+        name: shipped
+        plugins: [shipped_plugin]
+        data: {name: digits, val_fraction: 0.15}
+        model: {name: mlp, options: {widths: [32]}}
+        train: {epochs: 2, batch_size: 128, lr: 0.05}
+        prune: {method: shipped_magnitude, sparsity: 0.5, options: {power: 2.0}}
+        resources: {cpu: 1}
+        sweep:
+          max_concurrent_trials: 2
+          grid:
+            - {prune.sparsity: [0.5, 0.8], seed: [0, 1, 2]}
+        """))
+    out, store_dir = tmp_path / "out", tmp_path / "shared-store"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", str(cfg), "--out", str(out),
+         "--set", f"ray.address={two_node_ray}", "--set", f"store.uri={store_dir.as_uri()}"],
+        capture_output=True, text=True, timeout=400, env=dict(os.environ), cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(table) == 6 and all(r["status"] == "ok" and r["method"] == "shipped_magnitude" for r in table)
+    rows = [r for r in ArtifactStore(store_dir.as_uri()).index() if r["status"] == "done" and r["stage"] == "evaluate"]
+    assert len({r["ray_node_id"] for r in rows}) == 2  # trials ran on both nodes
+    imported_from = {Path(f).read_text() for f in markers.iterdir()}
+    assert imported_from, "no worker imported the plugin"
+    # every worker got the module Ray shipped (its runtime_env copy), not the file next to the config
+    assert all(str(plugin_dir) not in f and "runtime_resources" in f for f in imported_from), imported_from
