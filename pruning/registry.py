@@ -58,6 +58,7 @@ class MethodSpec:
     version: int = 1
     origin: str = "built-in"
     was: tuple[tuple[str, str], ...] = ()  # (old flat prune field, its option name) for old configs
+    description: str = ""  # what it computes, for the README's method table and `prunetune list`
 
     @property
     def at_init(self) -> bool:
@@ -65,7 +66,8 @@ class MethodSpec:
 
     @property
     def summary(self) -> str:
-        doc = (self.scorer.__doc__ if self.scorer is not None else None) or self.options.__doc__ or ""
+        """``description``, else the first paragraph of the scorer's docstring."""
+        doc = self.description or (self.scorer.__doc__ if self.scorer is not None else None) or ""
         return " ".join(doc.strip().split("\n\n")[0].split())
 
     def resolve_plan(self) -> Callable:
@@ -86,7 +88,7 @@ def register_method(name: str, *, options: type[MethodOptions] | None = None, pl
                     ablations: frozenset[str] | set[str] | tuple[str, ...] | None = None,
                     needs_data: bool | None = None, trains: bool = False, small_set: bool = False,
                     structured: frozenset[str] | set[str] | tuple[str, ...] | None = None, version: int = 1,
-                    was: dict[str, str] | None = None):
+                    was: dict[str, str] | None = None, description: str = ""):
     """Register a method. With ``plan``: registers at once and returns the spec. Without: a decorator
     for a ``Scorer`` subclass (pruning at init); its ``Options`` class attribute (or ``options``), its
     ``needs_data``, and by default every ablation and both structured modes (``needs_budget`` scorers
@@ -113,7 +115,8 @@ def register_method(name: str, *, options: type[MethodOptions] | None = None, pl
             needs_data=bool(needs_data if needs_data is not None else getattr(scorer, "needs_data", False)),
             trains=trains, small_set=small_set,
             structured=frozenset(structured) if structured is not None else modes,
-            version=version, origin=origin_of(module), was=tuple(sorted((was or {}).items())))
+            version=version, origin=origin_of(module), was=tuple(sorted((was or {}).items())),
+            description=description)
         for old, new in spec.was:
             if new not in opts.model_fields:
                 raise ValueError(f"method {name!r}: was={{{old!r}: {new!r}}} names no option of {opts.__name__}")

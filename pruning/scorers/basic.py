@@ -8,7 +8,8 @@ from pydantic import Field
 from ..registry import MethodOptions, Scorer, register_method
 
 
-@register_method("random")
+@register_method("random", description=(
+    "i.i.d. uniform scores"))
 class RandomScorer(Scorer):
     """I.i.d. uniform scores: the control every other method must beat."""
 
@@ -28,7 +29,9 @@ class MagnitudeOptions(MethodOptions):
         "prune straight to the target, rewind to theta_k)")
 
 
-@register_method("magnitude", options=MagnitudeOptions, was={"magnitude_at": "at"})
+@register_method("magnitude", options=MagnitudeOptions, was={"magnitude_at": "at"}, description=(
+    "abs(θ) at init (`options.at: init`), or after dense training, then rewind (`trained`: one-shot "
+    "IMP)"))
 class MagnitudeScorer(Scorer):
     """abs(theta): the largest weights at init (or, with ``at: trained``, after dense training)."""
 

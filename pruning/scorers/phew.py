@@ -64,7 +64,13 @@ def chain_links(weights: list[torch.Tensor], names: list[str]) -> list[int]:
     return links
 
 
-@register_method("phew")
+@register_method("phew", description=(
+    "PHEW (Patil & Dovrolis 2021): data-free random walks that alternate forward from input units "
+    "and backward from classes (start units round-robin), each step picking a weight with "
+    "probability ∝ abs(w) (a conv kernel by its L1 norm, then one position in it); walks run until "
+    "round(d·N) distinct weights are on some input-output path (kept in first-visit order). Needs a "
+    "chain of layers (mlp, conv1d, convnet, VGG; residual nets refused) and global allocation; 1 "
+    "round"))
 class PhewScorer(Scorer):
     """First-visit order of path-weighted random walks (higher = visited earlier = kept)."""
 

@@ -25,7 +25,9 @@ class ProsPrOptions(BNModeOptions):
 
 
 @register_method("prospr", options=ProsPrOptions,
-                 was={"prospr_steps": "steps", "prospr_lr": "lr", "bn_mode": "bn_mode"})
+                 was={"prospr_steps": "steps", "prospr_lr": "lr", "bn_mode": "bn_mode"}, description=(
+    "ProsPr (Alizadeh et al. 2022): abs(∂L(w_K)/∂m), the meta-gradient through `options.steps` (3) "
+    "unrolled SGD steps (lr `options.lr`, 0.1) from w_0 = θ ⊙ m; 0 steps is SNIP"))
 class ProsPrScorer(Scorer):
     """ProsPr (Alizadeh et al. 2022): abs(d loss after K unrolled SGD steps / dm), a meta-gradient."""
 

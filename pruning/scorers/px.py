@@ -16,7 +16,12 @@ class PXOptions(MethodOptions):
         "clean", description="the paper's formulation (clean) or its reference code's (official)")
 
 
-@register_method("px", options=PXOptions, was={"px_variant": "variant"})
+@register_method("px", options=PXOptions, was={"px_variant": "variant"}, description=(
+    "θ² ⊙ ∂R/∂(θ²), R = Σ_x Σ_k z1_k(x)·z2_k(θ²) (path activations × path kernel), ReLU gating "
+    "through a torch function mode scoped to PX's passes (modules, `F.relu`, `torch.relu`, "
+    "`Tensor.relu_` alike; GELU, SiLU, LeakyReLU, ReLU6, tanh, ... refused by name), max-pool and "
+    "norm gating by forward hooks; `options.variant: clean` (eval BN, all layers alike) or "
+    "`official` (the reference code's train-mode BN and unsquared `bn`/`fc`); 100 rounds"))
 class PXScorer(Scorer):
     """theta^2 * dR/d(theta^2) with R = sum_x sum_k z1_k(x) z2_k(theta^2): ReLU networks only."""
 

@@ -28,7 +28,9 @@ def _floating_state(model: nn.Module) -> list[torch.Tensor]:
     return out
 
 
-@register_method("synflow")
+@register_method("synflow", description=(
+    "abs(θ ⊙ ∂R/∂θ), R = sum of outputs of the network whose parameters and buffers are all replaced "
+    "by their absolute values, on an all-ones input, eval mode; 100 rounds"))
 class SynFlowScorer(Scorer):
     """abs(theta * dR/dtheta) with R the all-ones output of the absolute-valued net (eval mode)."""
 
