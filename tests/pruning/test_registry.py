@@ -76,3 +76,31 @@ def test_the_builtin_method_modules_import_no_torch():
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_method_options_are_searchable_in_conditional_spaces(tmp_path):
+    import textwrap
+
+    from pipelines.config import load_experiment, sweep_points
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(textwrap.dedent("""
+        data: {name: digits}
+        model: {name: mlp}
+        sweep:
+          optuna:
+            num_samples: 4
+            space: {prune.method: {type: categorical, choices: [grasp, prospr]}, prune.sparsity: {type: float, low: 0.5, high: 0.9}}
+            conditional:
+              prune.method:
+                grasp: {prune.options.temperature: {type: float, low: 1.0, high: 400.0, log: true}}
+                prospr: {prune.options.steps: {type: int, low: 0, high: 5}}
+    """))
+    parsed, _ = load_experiment(cfg)
+    points = [p for _, p in sweep_points(parsed)]
+    assert {"prune.method": "grasp", "prune.options.temperature": 400.0} in [
+        {k: v for k, v in p.items() if k in ("prune.method", "prune.options.temperature")} for p in points]
+    bad = cfg.read_text().replace("low: 1.0, high: 400.0", "low: -1.0, high: 400.0").replace(", log: true", "")
+    cfg.write_text(bad)
+    with pytest.raises(ConfigError, match=r"prune\.options\.temperature: Input should be greater than 0"):
+        load_experiment(cfg)
