@@ -31,7 +31,7 @@ EXPERT_OPTIONS = ("num_experts", "expert_epochs", "expert_lr", "expert_batch", "
 @dataclass(eq=False)
 class Experts(Stage):
     name: ClassVar[str] = "experts"
-    reads: ClassVar[tuple[str, ...]] = ('data', 'distill')
+    reads: ClassVar[tuple[str, ...]] = ("data", "distill", "prune.distill")
     data: DataConfig
     cfg: DistillConfig  # an mtt config: its network, seed and expert options
 
@@ -63,7 +63,7 @@ class Experts(Stage):
 @dataclass(eq=False)
 class Distill(Stage):
     name: ClassVar[str] = "distill"
-    reads: ClassVar[tuple[str, ...]] = ('data', 'distill')
+    reads: ClassVar[tuple[str, ...]] = ("data", "distill", "prune.distill")
     data: DataConfig
     cfg: DistillConfig
 

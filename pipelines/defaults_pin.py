@@ -38,13 +38,15 @@ def defaults(model: type[BaseModel]) -> dict[str, Any]:
     return out
 
 
-def _stage_versions(reads: str) -> dict[str, int]:
+def _stage_versions(section: str, field: str | None = None) -> dict[str, int]:
+    """The stages reading a whole section, or (with ``field``) that field of it, with their versions."""
     import distill.stage  # noqa: F401 (registers its stages)
     import pruning.export_stage  # noqa: F401
     import pruning.stages  # noqa: F401
     from training.stage import STAGES
 
-    return {n: STAGES.get(n).version for n in STAGES.names() if reads in STAGES.get(n).reads}
+    wanted = {section} | ({f"{section}.{field}"} if field else set())
+    return {n: STAGES.get(n).version for n in STAGES.names() if wanted & set(STAGES.get(n).reads)}
 
 
 def fingerprint() -> dict[str, dict[str, Any]]:
@@ -59,7 +61,9 @@ def fingerprint() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for section, model in (("data", DataConfig), ("train", TrainConfig), ("prune", PruneConfig),
                            ("distill", DistillConfig), ("export", ExportConfig)):
-        out[f"settings:{section}"] = {"defaults": defaults(model), "versions": _stage_versions(section)}
+        for field, value in defaults(model).items():  # one entry per field: only its readers need a bump
+            out[f"settings:{section}.{field}"] = {"defaults": {field: value},
+                                                  "versions": _stage_versions(section, field)}
     for name in METHODS.names():
         spec = METHODS.get(name)
         if spec.origin == "built-in":
@@ -103,7 +107,7 @@ def problems(pinned: dict[str, dict[str, Any]], current: dict[str, dict[str, Any
             continue
         old, new = pinned[entry], current[entry]
         if old["defaults"] != new["defaults"]:
-            if old["versions"] == new["versions"]:
+            if old["versions"] == new["versions"] and new["versions"]:
                 readers = ", ".join(f"{k} {v}" for k, v in new["versions"].items()) or "none"
                 out.append(f"defaults of {entry} changed ({_changes(old['defaults'], new['defaults'])}) but what reads "
                            f"them keeps its version ({readers}): {_how_to_bump(entry)}, so store entries computed "

@@ -26,12 +26,8 @@ from .imp import level_densities
 from .registry import METHODS, MethodSpec, get_method, method_names  # noqa: F401 (re-exported)
 from .scorers import SCORERS, Scorer, ScoringBatches  # noqa: F401
 from .stages import (  # noqa: F401
-    ImpLevel, ImpMask, PdpMask, PostTrainMask, Pretrain, ScoreMask, small_set_augment,
+    AT_INIT_FIELDS, ImpLevel, ImpMask, PdpMask, PostTrainMask, Pretrain, ScoreMask, small_set_augment,
 )
-
-# What every pruning-at-init mask reads besides its method's own options.
-AT_INIT_FIELDS = ("sparsity", "scope", "ignore", "allocation", "layer_densities", "channel_keep", "head_keep",
-                  "rounds", "schedule", "ablation")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,11 @@ from .select import select_topk
 from .at_init import ABLATION_SEED_OFFSET  # noqa: E402 (shuffle and reinit draw from seed + this)
 
 
-MASK_ABLATIONS = ("shuffle", "invert")  # the ablations that change a mask (reinit changes the retrain)
+MASK_ABLATIONS = ("shuffle", "invert")
+# What every pruning-at-init mask reads besides its method's own options (and examples_per_class when the
+# method needs data).
+AT_INIT_FIELDS = ("sparsity", "scope", "ignore", "allocation", "layer_densities", "channel_keep", "head_keep",
+                  "rounds", "schedule", "ablation")  # the ablations that change a mask (reinit changes the retrain)
 
 
 def prune_settings(prune: PruneConfig, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -92,7 +96,7 @@ class Pretrain(Stage):
     """
 
     name: ClassVar[str] = "pretrain"
-    reads: ClassVar[tuple[str, ...]] = ('data', 'model', 'train', 'prune')
+    reads: ClassVar[tuple[str, ...]] = ("data", "model", "train", "prune.rewind_step", "prune.small_train", "prune.small_augment")
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
@@ -173,7 +177,7 @@ class ImpLevel(Stage):
     sweep shares these levels; only the final mask depends on the target (``ImpMask``)."""
 
     name: ClassVar[str] = "imp_level"
-    reads: ClassVar[tuple[str, ...]] = ('prune',)
+    reads: ClassVar[tuple[str, ...]] = tuple(f"prune.{f}" for f in ("prune_fraction", "scope", "ignore", "search_epochs"))
     level: int
     previous: Stage  # level L-1, or the pretrain for L = 1
     pretrain: Pretrain
@@ -212,7 +216,7 @@ class ImpMask(Stage):
     magnitude pruning). The retrain stage trains it, like every other method's mask."""
 
     name: ClassVar[str] = "imp_mask"
-    reads: ClassVar[tuple[str, ...]] = ('prune',)
+    reads: ClassVar[tuple[str, ...]] = tuple(f"prune.{f}" for f in ("sparsity", "scope", "ignore", "ablation"))
     source: Stage
     prune: PruneConfig
     seed: int
@@ -254,7 +258,7 @@ class ScoreMask(Stage):
     density under the allocation (iteratively over ``rounds`` where the method does)."""
 
     name: ClassVar[str] = "mask"
-    reads: ClassVar[tuple[str, ...]] = ('prune',)
+    reads: ClassVar[tuple[str, ...]] = tuple(f"prune.{f}" for f in (*AT_INIT_FIELDS, "examples_per_class"))
     method: str
     start: Pretrain  # until='rewind': theta_k
     prune: PruneConfig
@@ -327,7 +331,7 @@ class PdpMask(Stage):
     """Train-time pruning: the search is the training run; its hard-masked net is the result."""
 
     name: ClassVar[str] = "pdp"
-    reads: ClassVar[tuple[str, ...]] = ('prune', 'train')
+    reads: ClassVar[tuple[str, ...]] = ("prune.sparsity", "prune.ignore", "prune.pdp", "train")
     start: Pretrain  # the init
     prune: PruneConfig
     seed: int
@@ -374,7 +378,7 @@ class PostTrainMask(Stage):
     weights (SparseGPT changes the survivors), which the one-shot result is evaluated on."""
 
     name: ClassVar[str] = "posttrain"
-    reads: ClassVar[tuple[str, ...]] = ('prune',)
+    reads: ClassVar[tuple[str, ...]] = ("prune.sparsity", "prune.ignore", "prune.examples_per_class", "prune.post", "prune.retrain")
     method: str
     trained: Pretrain  # until='end'
     prune: PruneConfig

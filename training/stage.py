@@ -39,8 +39,8 @@ class Stage:
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
-    # The settings sections whose fields (defaults included) it reads: data, model, train, prune, distill,
-    # export. ``pipelines.defaults_pin`` pins their defaults to this stage's version.
+    # The settings it reads, defaults included: a section (data, model, train, distill, export) or one of its
+    # fields (prune.sparsity). ``pipelines.defaults_pin`` pins their defaults to this stage's version.
     reads: ClassVar[tuple[str, ...]] = ()
 
     def settings(self) -> dict[str, Any]:

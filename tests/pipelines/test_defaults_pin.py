@@ -18,10 +18,11 @@ def test_a_changed_default_without_a_version_bump_fails_and_says_what_to_bump(mo
     monkeypatch.setattr(TrainConfig.model_fields["epochs"], "default", 30)
     found = defaults_pin.problems(pin, defaults_pin.fingerprint())
     assert len(found) == 1, found
-    assert "defaults of settings:train changed (epochs: 20 -> 30)" in found[0]
+    assert "defaults of settings:train.epochs changed (epochs: 20 -> 30)" in found[0]
     assert "pretrain 1" in found[0] and "retrain 1" in found[0] and "bump the `version` of these stages" in found[0]
     for stage in ("pdp", "pretrain", "retrain"):  # every stage that reads train must be bumped
         assert stage in found[0]
+    assert "imp_level" not in found[0] and "evaluate" not in found[0]  # not those that do not read it
     # bumping the readers turns it into a plain re-pin
     monkeypatch.setattr(Pretrain, "version", 2)
     monkeypatch.setattr(Retrain, "version", 2)
@@ -39,3 +40,13 @@ def test_a_method_option_default_changed_needs_the_methods_version(monkeypatch):
     found = defaults_pin.problems(pin, defaults_pin.fingerprint())
     assert len(found) == 1 and "method:grasp" in found[0] and "temperature: 200.0 -> 100.0" in found[0]
     assert "register_method(..., version=N)" in found[0]
+
+
+def test_a_prune_field_default_names_only_the_stages_reading_that_field(monkeypatch):
+    from pruning.config import PruneConfig
+
+    pin = defaults_pin.load_pin()
+    monkeypatch.setattr(PruneConfig.model_fields["prune_fraction"], "default", 0.5)
+    found = defaults_pin.problems(pin, defaults_pin.fingerprint())
+    assert len(found) == 1 and "settings:prune.prune_fraction" in found[0] and "imp_level 1" in found[0]
+    assert "mask 1" not in found[0] and "posttrain" not in found[0]
