@@ -26,6 +26,7 @@ _FLAGS = {
     "scope": "--scope", "allocation": "--allocation", "layer_densities": "--layer-density",
     "examples_per_class": "--examples-per-class", "ignore": "--ignore", "options": "--option",
     "channel_keep": "--channel-keep", "head_keep": "--head-keep", "ablation": "--ablation",
+    "count_rule": "--count-rule",
 }
 
 
@@ -72,6 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="structured: keep this fraction of the layer's output channels (repeatable)")
     p.add_argument("--head-keep", type=float, metavar="F", help="structured: fraction of every attention module's heads kept")
     p.add_argument("--ablation", help="sanity check on the mask: shuffle or invert (reinit changes training, not masks)")
+    p.add_argument("--count-rule", help="exact (round(d*N), default) or reference (the method's published rule)")
     p.add_argument("--ignore", action="append", metavar="NAME", help="prunable weight kept dense, e.g. fc.weight (repeatable)")
     p.add_argument("--examples-per-class", type=int, metavar="N", help="data-driven methods: class-balanced examples (default 10)")
     p.add_argument("--checkpoint", metavar="FILE", help="state_dict to load into the model before scoring")
@@ -130,7 +132,7 @@ def _prune_config(args: argparse.Namespace):
     optional = {
         "rounds": args.rounds, "schedule": args.schedule, "scope": args.scope, "allocation": args.allocation,
         "examples_per_class": args.examples_per_class, "ignore": args.ignore, "head_keep": args.head_keep,
-        "ablation": args.ablation,
+        "ablation": args.ablation, "count_rule": args.count_rule,
         "layer_densities": _pairs(args.layer_density, "--layer-density"),
         "channel_keep": _pairs(args.channel_keep, "--channel-keep"),
         "options": _pairs(args.option, "--option", _yaml_value),
@@ -341,7 +343,9 @@ def _run(job: dict) -> int:
 
     report = mask.report()
     if prune.effective_allocation == "global" and not (prune.channel_keep or prune.head_keep):
-        expected = kept_count(prune.density, report.total)
+        from pruning.at_init import count_rule_of
+
+        expected = kept_count(prune.density, report.total, count_rule_of(prune))
         assert report.kept == expected, f"kept {report.kept} weights, expected exactly {expected}"
     summary = {
         **report.to_dict(),

@@ -42,6 +42,11 @@ def build_scorer(name: str, prune: PruneConfig, seed: int) -> Scorer:
     return InvertedScorer(scorer) if prune.ablation == "invert" else scorer
 
 
+def count_rule_of(prune: PruneConfig) -> str:
+    """``round`` (exactly round(d*N)), or with ``count_rule: reference`` the method's published rule."""
+    return get_method(prune.method).count_rule if prune.count_rule == "reference" else "round"
+
+
 def mask_at_init(model: nn.Module, prune: PruneConfig, seed: int, data=None,
                  input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
                  device: torch.device | str = "cpu") -> tuple[Mask, int, int]:
@@ -66,7 +71,8 @@ def mask_at_init(model: nn.Module, prune: PruneConfig, seed: int, data=None,
     rounds = prune.rounds or scorer.default_rounds
     mask = prune_at_init(model, scorer, density, batches, rounds=rounds, schedule=prune.schedule,
                          scope="global" if prune.effective_allocation == "global" else "layerwise",
-                         ignore=prune.ignore, channel_keep=prune.channel_keep or None, head_keep=prune.head_keep)
+                         ignore=prune.ignore, channel_keep=prune.channel_keep or None, head_keep=prune.head_keep,
+                         count_rule=count_rule_of(prune))
     if prune.ablation == "shuffle":
         mask = shuffle_mask(mask, seed=seed + ABLATION_SEED_OFFSET)
     passes = len(batches.x) * rounds if batches.x is not None else 0
@@ -85,6 +91,7 @@ def prune_at_init(
     start: Mask | None = None,
     channel_keep: Mapping[str, float] | None = None,
     head_keep: float | None = None,
+    count_rule: str = "round",
 ) -> Mask:
     """Score, keep the top round(d_e*N), repeat for each round e with the mask applied.
 
@@ -121,7 +128,7 @@ def prune_at_init(
             if not isinstance(d_e, float) or structured:
                 raise ValueError(f"{type(scorer).__name__} builds one mask for the whole network: it needs "
                                  "allocation 'global' (not per-layer densities, channel_keep or head_keep)")
-            scorer.budget = kept_count(d_e, sum(p.numel() for p in params.values()))
+            scorer.budget = kept_count(d_e, sum(p.numel() for p in params.values()), count_rule)
         scores = scorer.score(work, params, mask, batches)
         missing = set(params) - set(scores)
         if missing:
@@ -130,7 +137,7 @@ def prune_at_init(
         if structured:
             mask = select_channels(scores, d_e, current=current, heads=heads, head_keep=h_e)
         else:
-            mask = select_topk(scores, d_e, scope=scope, current=current)
+            mask = select_topk(scores, d_e, scope=scope, current=current, rule=count_rule)
     return mask.cpu()
 
 

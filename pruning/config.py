@@ -74,6 +74,9 @@ class PostTrainConfig(NMPattern):
                                            "(the paper's default for LLMs) or across the whole layer")
     damp: float = Field(0.01, gt=0, description="SparseGPT: dampening of H, as a fraction of its mean diagonal")
     blocksize: int = Field(128, ge=1, description="SparseGPT: columns per lazy-update block")
+    selection: Literal["block", "row"] = Field("block", description="SparseGPT unstructured: prune the lowest "
+        "w^2/[H^-1]_jj^2 over each whole column block, all rows together (the paper's and reference's adaptive "
+        "mask), or an equal share of each row per block")
 
 
 POST_TRAINING_PLAN = "pruning.methods:plan_post_training"  # wanda, sparsegpt: one-shot by default
@@ -112,6 +115,9 @@ class PruneConfig(BaseModel):
         "the heads of every attention module kept (whole heads: their q, k and v rows, ranked by summed score); "
         "combine with channel_keep for the MLP channels")
     examples_per_class: int = Field(10, ge=1, description="data-driven scorers: class-balanced examples")
+    count_rule: Literal["exact", "reference"] = Field("exact", description="pruning at init: keep exactly "
+        "round(d*N) weights (exact), or as many as the method's reference code does (int, ceil, or N - int((1-d)N); "
+        "the method table says which), to reproduce a published mask exactly")
     options: dict[str, Any] = Field(default_factory=dict,
         description="the method's own options, checked against its options model (tables below; `prunetune list` "
         "shows every method's); defaults filled in")

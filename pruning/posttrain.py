@@ -15,12 +15,14 @@ is a 2-D matrix W (out x in): a Linear's weight, or a convolution's weight flatt
   left to right in blocks; a pruned weight's error (w_q / [H^-1]_qq, through the upper Cholesky factor
   U of H^-1) is spread over the columns not visited yet (the OBS update restricted to them), so the
   surviving weights change to keep W X close to the dense layer's output. Within a block, the weights
-  to prune are the lowest w^2 / U_jj^2 (adaptive mask selection); for N:M they are chosen every M
-  columns from the weights as updated so far.
+  to prune are the lowest w^2 / U_jj^2 over the whole block, all rows together (the paper's adaptive
+  mask selection, as IST-DASLab/sparsegpt does; ``selection: row`` gives each row an equal share
+  instead); for N:M they are chosen every M columns from the weights as updated so far.
 
 Counts are exact: every layer keeps the same density (``exact_uniform_counts``: the total is exactly
-the target), spread over its rows (they differ by at most one) and, for SparseGPT, over its column
-blocks.
+the target). Wanda spreads it over its rows (they differ by at most one); SparseGPT over its column
+blocks (each block prunes its column share of the layer's count; the reference prunes
+int(block size * sparsity) + 1 per block, the entries at or below the threshold).
 """
 from __future__ import annotations
 
@@ -148,7 +150,9 @@ def sparsegpt_layer(w: torch.Tensor, h: torch.Tensor, kept: int | None, cfg: Pos
     H += cfg.damp * torch.mean(torch.diag(H)) * torch.eye(cols, dtype=H.dtype, device=H.device)
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     pruned = torch.zeros_like(W, dtype=torch.bool)
-    quota = row_quotas(rows, cols, kept) if cfg.structure == "unstructured" and forced is None else None
+    unstructured = cfg.structure == "unstructured" and forced is None
+    quota = row_quotas(rows, cols, kept) if unstructured and cfg.selection == "row" else None
+    total = rows * cols - kept if unstructured else 0  # weights the layer prunes
     block = cfg.blocksize - cfg.blocksize % cfg.m if cfg.structure == "nm" else cfg.blocksize
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
@@ -159,10 +163,14 @@ def sparsegpt_layer(w: torch.Tensor, h: torch.Tensor, kept: int | None, cfg: Pos
         elif quota is not None:  # this block's share of each row's quota, exactly
             share = (quota * i2) // cols - (quota * i1) // cols
             p1 = prune_lowest_per_row(W1 ** 2 / torch.diag(U1).unsqueeze(0) ** 2, share)
+        elif unstructured:  # the block's share of the layer's count, lowest over all its rows together
+            share = (total * i2) // cols - (total * i1) // cols
+            p1 = prune_lowest_per_row((W1 ** 2 / torch.diag(U1).unsqueeze(0) ** 2).reshape(1, -1),
+                                      torch.tensor([share])).reshape(W1.shape)
         else:
             p1 = torch.zeros_like(W1, dtype=torch.bool)
         for i in range(i2 - i1):
-            if forced is None and quota is None and i % cfg.m == 0:  # N:M, from the weights as updated so far
+            if forced is None and not unstructured and i % cfg.m == 0:  # N:M, from the weights as updated so far
                 group = W1[:, i:i + cfg.m] ** 2 / torch.diag(U1)[i:i + cfg.m].unsqueeze(0) ** 2
                 p1[:, i:i + cfg.m] = prune_nm(group, cfg.n, cfg.m)
             col = W1[:, i]

@@ -59,6 +59,7 @@ class MethodSpec:
     origin: str = "built-in"
     was: tuple[tuple[str, str], ...] = ()  # (old flat prune field, its option name) for old configs
     description: str = ""  # what it computes, for the README's method table and `prunetune list`
+    count_rule: str = "round"  # its reference code's rule for how many of N a density keeps (select.COUNT_RULES)
 
     @property
     def at_init(self) -> bool:
@@ -88,7 +89,7 @@ def register_method(name: str, *, options: type[MethodOptions] | None = None, pl
                     ablations: frozenset[str] | set[str] | tuple[str, ...] | None = None,
                     needs_data: bool | None = None, trains: bool = False, small_set: bool = False,
                     structured: frozenset[str] | set[str] | tuple[str, ...] | None = None, version: int = 1,
-                    was: dict[str, str] | None = None, description: str = ""):
+                    was: dict[str, str] | None = None, description: str = "", count_rule: str = "round"):
     """Register a method. With ``plan``: registers at once and returns the spec. Without: a decorator
     for a ``Scorer`` subclass (pruning at init); its ``Options`` class attribute (or ``options``), its
     ``needs_data``, and by default every ablation and both structured modes (``needs_budget`` scorers
@@ -97,6 +98,9 @@ def register_method(name: str, *, options: type[MethodOptions] | None = None, pl
     bad = sorted((ablations or frozenset()) - ALL_ABLATIONS)
     if bad:
         raise ValueError(f"method {name!r}: unknown ablations {bad}; allowed: {', '.join(sorted(ALL_ABLATIONS))}")
+    if count_rule not in ("round", "floor", "ceil", "complement_floor"):  # pruning.select.COUNT_RULES
+        raise ValueError(f"method {name!r}: unknown count_rule {count_rule!r}; allowed: round, floor, ceil, "
+                         "complement_floor")
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"method {name!r}: version must be an int >= 1, got {version!r}")
 
@@ -116,7 +120,7 @@ def register_method(name: str, *, options: type[MethodOptions] | None = None, pl
             trains=trains, small_set=small_set,
             structured=frozenset(structured) if structured is not None else modes,
             version=version, origin=origin_of(module), was=tuple(sorted((was or {}).items())),
-            description=description)
+            description=description, count_rule=count_rule)
         for old, new in spec.was:
             if new not in opts.model_fields:
                 raise ValueError(f"method {name!r}: was={{{old!r}: {new!r}}} names no option of {opts.__name__}")

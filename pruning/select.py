@@ -6,6 +6,7 @@ revived by an iterative scorer.
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, Mapping
 
 import torch
@@ -16,8 +17,22 @@ from .structure import HeadGroup
 Scope = Literal["global", "layerwise"]
 
 
-def kept_count(density: float, total: int) -> int:
-    return int(round(density * total))
+# How many of N weights a density d keeps. 'round' is this project's rule (exactly round(d*N)); the
+# others are the rules of the methods' reference code, for reproducing a published mask exactly
+# (``prune.count_rule: reference``; each method registers its own).
+COUNT_RULES = {
+    "round": lambda d, n: int(round(d * n)),
+    "floor": lambda d, n: int(d * n),  # FORCE / iterative SNIP (naver/force): int(keep_ratio * N)
+    "ceil": lambda d, n: int(math.ceil(d * n)),  # ProsPr (mil-ad/prospr)
+    "complement_floor": lambda d, n: n - int((1.0 - d) * n),  # Synaptic-Flow, NTK-SAP: prune int((1-d)N)
+}
+
+
+def kept_count(density: float, total: int, rule: str = "round") -> int:
+    try:
+        return min(total, max(0, COUNT_RULES[rule](density, total)))
+    except KeyError:
+        raise ValueError(f"unknown count rule {rule!r}; allowed: {', '.join(COUNT_RULES)}") from None
 
 
 def _masked_scores(scores: Mapping[str, torch.Tensor], current: Mask | None) -> dict[str, torch.Tensor]:
@@ -51,8 +66,9 @@ def select_topk(
     density: float | Mapping[str, float],
     scope: Scope = "global",
     current: Mask | None = None,
+    rule: str = "round",
 ) -> Mask:
-    """Keep the highest-scoring weights.
+    """Keep the highest-scoring weights (``rule``: how many, ``COUNT_RULES``).
 
     ``density`` is one float (global or uniform layerwise) or a per-layer mapping (explicit
     allocation, always layerwise). With ``current`` given, entries it already prunes can only be
@@ -64,7 +80,7 @@ def select_topk(
         per_layer = density if isinstance(density, Mapping) else {n: density for n in flat}
         mask = Mask()
         for name, s in flat.items():
-            k = kept_count(per_layer[name], s.numel())
+            k = kept_count(per_layer[name], s.numel(), rule)
             mask[name] = _keep_topk(s, k).view(shapes[name])
             assert int(mask[name].sum()) == k, f"{name}: kept {int(mask[name].sum())}, wanted {k}"
         return mask
@@ -72,7 +88,7 @@ def select_topk(
         raise ValueError(f"unknown scope {scope!r}; allowed: global, layerwise")
     names = list(flat)
     cat = torch.cat([flat[n] for n in names])
-    k = kept_count(density, cat.numel())
+    k = kept_count(density, cat.numel(), rule)
     keep = _keep_topk(cat, k)
     mask = Mask()
     offset = 0

@@ -36,7 +36,7 @@ MASK_ABLATIONS = ("shuffle", "invert")
 # What every pruning-at-init mask reads besides its method's own options (and examples_per_class when the
 # method needs data).
 AT_INIT_FIELDS = ("sparsity", "scope", "ignore", "allocation", "layer_densities", "channel_keep", "head_keep",
-                  "rounds", "schedule", "ablation")  # the ablations that change a mask (reinit changes the retrain)
+                  "rounds", "schedule", "ablation", "count_rule")  # the ablations that change a mask (reinit changes the retrain)
 
 
 def prune_settings(prune: PruneConfig, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -378,6 +378,7 @@ class PostTrainMask(Stage):
     weights (SparseGPT changes the survivors), which the one-shot result is evaluated on."""
 
     name: ClassVar[str] = "posttrain"
+    version: ClassVar[int] = 2  # 2: SparseGPT selects its unstructured mask block-wide (was per row)
     reads: ClassVar[tuple[str, ...]] = ("prune.sparsity", "prune.ignore", "prune.examples_per_class", "prune.post", "prune.retrain")
     method: str
     trained: Pretrain  # until='end'

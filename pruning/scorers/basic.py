@@ -8,7 +8,7 @@ from pydantic import Field
 from ..registry import MethodOptions, Scorer, register_method
 
 
-@register_method("random", description=(
+@register_method("random", count_rule="complement_floor", description=(
     "i.i.d. uniform scores"))
 class RandomScorer(Scorer):
     """I.i.d. uniform scores: the control every other method must beat."""
@@ -29,7 +29,7 @@ class MagnitudeOptions(MethodOptions):
         "prune straight to the target, rewind to theta_k)")
 
 
-@register_method("magnitude", options=MagnitudeOptions, was={"magnitude_at": "at"}, description=(
+@register_method("magnitude", count_rule="complement_floor", options=MagnitudeOptions, was={"magnitude_at": "at"}, description=(
     "abs(θ) at init (`options.at: init`), or after dense training, then rewind (`trained`: one-shot "
     "IMP)"))
 class MagnitudeScorer(Scorer):

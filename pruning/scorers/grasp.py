@@ -31,7 +31,7 @@ class GraSPOptions(BNModeOptions):
                                "(the paper's 200)")
 
 
-@register_method("grasp", options=GraSPOptions, was={"grasp_temperature": "temperature", "bn_mode": "bn_mode"}, description=(
+@register_method("grasp", count_rule="complement_floor", options=GraSPOptions, was={"grasp_temperature": "temperature", "bn_mode": "bn_mode"}, description=(
     "θ ⊙ (H g), signed, logits / `options.temperature` (200), H g by double backprop"))
 class GraSPScorer(Scorer):
     """GraSP (Wang et al. 2020): theta * (H g), signed, keeping the largest (gradient flow preserved)."""

@@ -3,31 +3,40 @@ Meta-Gradients"): how much the loss *after a few steps of training* depends on e
 
 With w_0 = theta * m, K steps of SGD on the scoring batches, w_{k+1} = w_k - lr * dL(w_k; B_k)/dw_k, and
 the score is abs(dL(w_K; B_K) / dm) at the current mask: the meta-gradient through the unrolled steps
-(second order, ``create_graph``). K = 0 is SNIP. Only the prunable weights take the inner steps
-(biases and normalisation parameters stay at their initial values), which keeps the unrolled graph
-to what the mask acts on. Batches are used in order, cycling when there are fewer than K + 1.
+(second order, ``create_graph``). K = 0 is SNIP. Every trainable parameter takes the inner steps
+(biases and normalisation affine too), as the authors' code does with an SGD optimizer over
+``net.parameters()``; ``inner: prunable`` steps only the prunable weights (the others stay at their
+initial values; measured against the reference: scores rho 0.976, kept sets IoU 0.92-0.95). The net
+scores in train-mode BatchNorm, as the reference's ``prune()`` sets it. Batches are used in order,
+cycling when there are fewer than K + 1.
 """
 from __future__ import annotations
 
 import itertools
+from typing import Literal
 
 
 from pydantic import Field
 
 from ..registry import Scorer, register_method
-from .snip import BNModeOptions, batch_to, scoring_mode
+from .snip import TrainBNModeOptions, batch_to, scoring_mode
 
 
-class ProsPrOptions(BNModeOptions):
+class ProsPrOptions(TrainBNModeOptions):
     steps: int = Field(3, ge=0, description="unrolled SGD steps the meta-gradient goes through (the paper's 3; "
                        "0 is SNIP)")
     lr: float = Field(0.1, gt=0, description="learning rate of the unrolled steps")
+    inner: Literal["all", "prunable"] = Field("all", description="which parameters the unrolled steps update: "
+                                              "every trainable one (biases, norm affine; the authors' code) or "
+                                              "only the prunable weights")
 
 
-@register_method("prospr", options=ProsPrOptions,
+@register_method("prospr", count_rule="ceil", version=2, options=ProsPrOptions,
                  was={"prospr_steps": "steps", "prospr_lr": "lr", "bn_mode": "bn_mode"}, description=(
     "ProsPr (Alizadeh et al. 2022): abs(∂L(w_K)/∂m), the meta-gradient through `options.steps` (3) "
-    "unrolled SGD steps (lr `options.lr`, 0.1) from w_0 = θ ⊙ m; 0 steps is SNIP"))
+    "unrolled SGD steps (lr `options.lr`, 0.1) from w_0 = θ ⊙ m, updating every trainable parameter "
+    "(`options.inner: all`, as the authors' code; `prunable`: the weights only); BatchNorm in train "
+    "mode as in the authors' `prune()`; 0 steps is SNIP"))
 class ProsPrScorer(Scorer):
     """ProsPr (Alizadeh et al. 2022): abs(d loss after K unrolled SGD steps / dm), a meta-gradient."""
 
@@ -46,13 +55,17 @@ class ProsPrScorer(Scorer):
         if not data:
             raise ValueError("ProsPr needs scoring examples, but the batches were empty")
         stream = itertools.cycle(data)
+        others = {} if self.inner == "prunable" else {  # biases, norm affine: stepped too, as the reference does
+            n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()
+            if n not in params and p.is_floating_point()}
         with scoring_mode(model, self.bn_mode):
-            w = {n: weights[n] * gates[n] for n in names}
+            w = {**{n: weights[n] * gates[n] for n in names}, **others}
             for _ in range(self.steps):
                 x, y = batch_to(*next(stream), like)
                 loss = F.cross_entropy(functional_call(model, w, (x,)), y)
-                grads = torch.autograd.grad(loss, [w[n] for n in names], create_graph=True)
-                w = {n: w[n] - self.lr * g for n, g in zip(names, grads)}
+                grads = torch.autograd.grad(loss, list(w.values()), create_graph=True, allow_unused=True,
+                                            materialize_grads=True)
+                w = {n: v - self.lr * g for (n, v), g in zip(w.items(), grads)}
             x, y = batch_to(*next(stream), like)
             loss = F.cross_entropy(functional_call(model, w, (x,)), y)
             meta = torch.autograd.grad(loss, [gates[n] for n in names], allow_unused=True, materialize_grads=True)

@@ -16,7 +16,7 @@ class PXOptions(MethodOptions):
         "clean", description="the paper's formulation (clean) or its reference code's (official)")
 
 
-@register_method("px", options=PXOptions, was={"px_variant": "variant"}, description=(
+@register_method("px", count_rule="complement_floor", options=PXOptions, was={"px_variant": "variant"}, description=(
     "θ² ⊙ ∂R/∂(θ²), R = Σ_x Σ_k z1_k(x)·z2_k(θ²) (path activations × path kernel), ReLU gating "
     "through a torch function mode scoped to PX's passes (modules, `F.relu`, `torch.relu`, "
     "`Tensor.relu_` alike; GELU, SiLU, LeakyReLU, ReLU6, tanh, ... refused by name), max-pool and "

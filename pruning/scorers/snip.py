@@ -33,7 +33,14 @@ BN_MODES = ("eval", "train")
 
 class BNModeOptions(MethodOptions):
     bn_mode: BNMode = Field("eval", description="BatchNorm mode while scoring: eval (running statistics) or "
-                            "train (the scoring batch's statistics; the running ones are restored afterwards)")
+                            "train (the scoring batch's statistics; the running ones are restored afterwards); "
+                            "eval as in Synaptic-Flow's SNIP and GraSP")
+
+
+class TrainBNModeOptions(BNModeOptions):
+    bn_mode: BNMode = Field("train", description="BatchNorm mode while scoring: train (the scoring batch's "
+                            "statistics, as the authors' code scores; the running ones are restored afterwards) "
+                            "or eval (running statistics)")
 
 
 def check_bn_mode(bn_mode: str) -> str:
@@ -70,7 +77,7 @@ def batch_to(x: torch.Tensor, y: torch.Tensor, like: torch.Tensor) -> tuple[torc
     return x.to(device=like.device, dtype=like.dtype), y.to(device=like.device, dtype=torch.long)
 
 
-@register_method("snip", options=BNModeOptions, was={"bn_mode": "bn_mode"}, description=(
+@register_method("snip", count_rule="complement_floor", options=BNModeOptions, was={"bn_mode": "bn_mode"}, description=(
     "abs(θ ⊙ ∂L/∂θ) = abs(∂L/∂m) at m = 1, summed over batches"))
 class SNIPScorer(Scorer):
     """SNIP (Lee et al. 2019): abs(dL/dm) at m = 1 = abs(theta * dL/dtheta), L = summed batch-mean CE."""
@@ -104,7 +111,7 @@ class SNIPScorer(Scorer):
         return {n: total[n].abs().to(torch.float64) for n in names}
 
 
-@register_method("iter_snip", options=BNModeOptions, was={"bn_mode": "bn_mode"}, description=(
+@register_method("iter_snip", count_rule="floor", version=2, options=TrainBNModeOptions, was={"bn_mode": "bn_mode"}, description=(
     "iterative SNIP (de Jorge et al. 2021): SNIP re-scored on the masked net each round; a pruned "
     "weight stays pruned; 100 rounds"))
 class IterativeSNIPScorer(SNIPScorer):
@@ -114,7 +121,7 @@ class IterativeSNIPScorer(SNIPScorer):
     default_rounds = 100
 
 
-@register_method("force", options=BNModeOptions, was={"bn_mode": "bn_mode"}, description=(
+@register_method("force", count_rule="floor", version=2, options=TrainBNModeOptions, was={"bn_mode": "bn_mode"}, description=(
     "FORCE (de Jorge et al. 2021): abs(θ ⊙ ∂L/∂w) of every weight at the masked net w = θ ⊙ m, "
     "pruned weights included (scored at their original θ), selection over all weights each round, so "
     "a pruned weight can come back; 100 rounds"))

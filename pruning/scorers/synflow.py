@@ -28,7 +28,7 @@ def _floating_state(model: nn.Module) -> list[torch.Tensor]:
     return out
 
 
-@register_method("synflow", description=(
+@register_method("synflow", count_rule="complement_floor", description=(
     "abs(θ ⊙ ∂R/∂θ), R = sum of outputs of the network whose parameters and buffers are all replaced "
     "by their absolute values, on an all-ones input, eval mode; 100 rounds"))
 class SynFlowScorer(Scorer):

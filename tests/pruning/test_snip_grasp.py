@@ -240,17 +240,19 @@ def test_force_can_bring_back_a_weight_that_iterative_snip_cannot():
 
 
 # ------------------------------------------------------------------------------- ProsPr
-def _prospr_by_hand(model, mask, batches, steps, lr):
-    """The meta-gradient with the MLP's forward written out by hand (weights W_l, biases b_l)."""
+def _prospr_by_hand(model, mask, batches, steps, lr, biases_step=True):
+    """The meta-gradient with the MLP's forward written out by hand (weights W_l, biases b_l); the
+    unrolled SGD steps update the biases too (the reference's optimizer over every parameter) unless
+    ``biases_step`` is False."""
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     gates = [mask[f"{n}.weight"].double().requires_grad_(True) for n in names]
     w = [layer.weight.detach() * g.detach() * g for layer, g in zip(layers, gates)]  # the masked net's weights
-    b = [layer.bias.detach() for layer in layers]
+    b = [layer.bias.detach().clone().requires_grad_(biases_step) for layer in layers]
 
-    def forward(ws, x):
+    def forward(ws, bs, x):
         h = x.double().flatten(1)
-        for i, (wi, bi) in enumerate(zip(ws, b)):
+        for i, (wi, bi) in enumerate(zip(ws, bs)):
             h = h @ wi.T + bi
             if i < len(ws) - 1:
                 h = torch.relu(h)
@@ -259,15 +261,22 @@ def _prospr_by_hand(model, mask, batches, steps, lr):
     data = list(batches)
     for k in range(steps):
         x, y = data[k % len(data)]
-        grads = torch.autograd.grad(F.cross_entropy(forward(w, x), y), w, create_graph=True)
-        w = [wi - lr * gi for wi, gi in zip(w, grads)]
+        loss = F.cross_entropy(forward(w, b, x), y)
+        if biases_step:
+            grads = torch.autograd.grad(loss, w + b, create_graph=True)
+            w = [wi - lr * gi for wi, gi in zip(w, grads[:len(w)])]
+            b = [bi - lr * gi for bi, gi in zip(b, grads[len(w):])]
+        else:
+            grads = torch.autograd.grad(loss, w, create_graph=True)
+            w = [wi - lr * gi for wi, gi in zip(w, grads)]
     x, y = data[steps % len(data)]
-    meta = torch.autograd.grad(F.cross_entropy(forward(w, x), y), gates)
+    meta = torch.autograd.grad(F.cross_entropy(forward(w, b, x), y), gates)
     return {f"{n}.weight": g.abs() for n, g in zip(names, meta)}
 
 
+@pytest.mark.parametrize("inner", ["all", "prunable"])
 @pytest.mark.parametrize("steps", [0, 1, 3])
-def test_prospr_is_the_meta_gradient_through_the_unrolled_steps(steps):
+def test_prospr_is_the_meta_gradient_through_the_unrolled_steps(steps, inner):
     from pruning.scorers.prospr import ProsPrScorer
 
     model, batches = _mlp().eval(), _batches((6,), n=12, batch_size=4)
@@ -277,10 +286,14 @@ def test_prospr_is_the_meta_gradient_through_the_unrolled_steps(steps):
     with torch.no_grad():
         for n, p in params.items():
             p.mul_(mask[n])
-    scores = ProsPrScorer(steps=steps, lr=0.2).score(work, params, mask, batches)
-    expected = _prospr_by_hand(model, mask, batches, steps, 0.2)
+    scores = ProsPrScorer(steps=steps, lr=0.2, inner=inner).score(work, params, mask, batches)
+    expected = _prospr_by_hand(model, mask, batches, steps, 0.2, biases_step=inner == "all")
     for n in expected:
         torch.testing.assert_close(scores[n], expected[n])
+    if steps > 0:  # stepping the biases matters: the other variant's scores differ
+        other = _prospr_by_hand(model, mask, batches, steps, 0.2, biases_step=inner != "all")
+        assert any(not torch.allclose(scores[n], other[n]) for n in other)
+    assert ProsPrScorer().inner == "all" and ProsPrScorer().bn_mode == "train"  # the authors' code's defaults
     if steps == 0:  # no step taken: SNIP on the first batch
         x, y = next(iter(batches))
         snip = SNIPScorer().score(work, params, mask, ScoringBatches(x, y, (6,), 3, batch_size=4))
