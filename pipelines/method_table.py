@@ -21,6 +21,14 @@ def _data(spec) -> str:
     return "" if spec.name == "dense" else "full"
 
 
+COUNTS = {"round": "round(d·N), as exact", "floor": "int(d·N)", "ceil": "ceil(d·N)",
+          "complement_floor": "N − int((1−d)·N)"}
+
+
+def _count(spec) -> str:
+    return COUNTS[spec.count_rule] if spec.at_init else "(its own selection)"
+
+
 def _options(spec) -> str:
     from .list_cmd import _options as option_lines
 
@@ -30,12 +38,14 @@ def _options(spec) -> str:
 def render() -> str:
     from pruning.registry import METHODS
 
-    rows = ["| method | what | `prune.options` (defaults) | data | ablations |", "|---|---|---|---|---|"]
+    rows = ["| method | what | `prune.options` (defaults) | data | kept under `count_rule: reference` | ablations |",
+            "|---|---|---|---|---|---|"]
     for name in METHODS.names():
         spec = METHODS.get(name)
         if spec.origin != "built-in":
             continue
-        cells = [f"`{name}`", spec.summary, _options(spec), _data(spec), ", ".join(sorted(spec.ablations)) or "none"]
+        cells = [f"`{name}`", spec.summary, _options(spec), _data(spec), _count(spec),
+                 ", ".join(sorted(spec.ablations)) or "none"]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows)
 

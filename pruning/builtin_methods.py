@@ -34,8 +34,12 @@ register_method("wanda", plan=f"{_PLANS}:plan_post_training", ablations=NO_ABLAT
     "the highest abs(W_ij)·‖X_j‖₂ (X_j: input feature j over `examples_per_class` calibration "
     "examples, conv inputs unfolded into patches) per output row (`post.group: row`) or per layer; "
     "or N:M (`post.structure: nm`, `n`, `m`)"))
-register_method("sparsegpt", plan=f"{_PLANS}:plan_post_training", ablations=NO_ABLATIONS, needs_data=True, description=(
+register_method("sparsegpt", plan=f"{_PLANS}:plan_post_training", ablations=NO_ABLATIONS, needs_data=True,
+                description=(
     "post-training (Frantar & Alistarh 2023): per layer, H = 2XXᵀ/n + λI (λ = `post.damp` · mean "
     "diag); columns in blocks of `post.blocksize` (128), each pruned weight's error spread over the "
     "columns not yet visited through the Cholesky factor of H⁻¹ (OBS), so the surviving weights "
-    "change; adaptive mask per block, or N:M"))
+    "change; adaptive mask: each block prunes the lowest w²/[H⁻¹]_jj² over all its rows together, "
+    "as the paper and IST-DASLab/sparsegpt (`post.selection: block`; `row`: an equal share per "
+    "row), or N:M. Deliberate difference: each block prunes exactly its column share of the layer's "
+    "count, the reference int(block·s) + 1"))

@@ -29,7 +29,8 @@ class MagnitudeOptions(MethodOptions):
         "prune straight to the target, rewind to theta_k)")
 
 
-@register_method("magnitude", count_rule="complement_floor", options=MagnitudeOptions, was={"magnitude_at": "at"}, description=(
+@register_method("magnitude", count_rule="complement_floor", options=MagnitudeOptions, was={"magnitude_at": "at"},
+                 description=(
     "abs(θ) at init (`options.at: init`), or after dense training, then rewind (`trained`: one-shot "
     "IMP)"))
 class MagnitudeScorer(Scorer):

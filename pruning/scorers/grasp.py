@@ -31,8 +31,10 @@ class GraSPOptions(BNModeOptions):
                                "(the paper's 200)")
 
 
-@register_method("grasp", count_rule="complement_floor", options=GraSPOptions, was={"grasp_temperature": "temperature", "bn_mode": "bn_mode"}, description=(
-    "θ ⊙ (H g), signed, logits / `options.temperature` (200), H g by double backprop"))
+@register_method("grasp", count_rule="complement_floor", options=GraSPOptions,
+                 was={"grasp_temperature": "temperature", "bn_mode": "bn_mode"}, description=(
+    "θ ⊙ (H g), signed, logits / `options.temperature` (200), H g by double backprop; BatchNorm in "
+    "eval mode, as Synaptic-Flow's GraSP"))
 class GraSPScorer(Scorer):
     """GraSP (Wang et al. 2020): theta * (H g), signed, keeping the largest (gradient flow preserved)."""
 

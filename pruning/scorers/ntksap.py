@@ -53,7 +53,8 @@ class NtkSapOptions(MethodOptions):
                        "reference code's R = 5 for CIFAR-10)")
 
 
-@register_method("ntksap", count_rule="complement_floor", options=NtkSapOptions, was={"ntksap_epsilon": "eps", "ntksap_draws": "draws"}, description=(
+@register_method("ntksap", count_rule="complement_floor", options=NtkSapOptions, was={"ntksap_epsilon": "eps",
+                 "ntksap_draws": "draws"}, description=(
     "NTK-SAP (Wang et al. 2023): abs(∂/∂m Σ_draws ‖f(z; θ₀⊙m) − f(z; (θ₀+εΔ)⊙m)‖²), z ~ N(0, I) "
     "inputs (10 per class), Δ ~ N(0, I), ε = `options.eps` (0.01), θ₀ redrawn (Kaiming normal) for "
     "each of `options.draws` (5) draws, BN on the clean pass's batch statistics (the reference "

@@ -77,8 +77,10 @@ def batch_to(x: torch.Tensor, y: torch.Tensor, like: torch.Tensor) -> tuple[torc
     return x.to(device=like.device, dtype=like.dtype), y.to(device=like.device, dtype=torch.long)
 
 
-@register_method("snip", count_rule="complement_floor", options=BNModeOptions, was={"bn_mode": "bn_mode"}, description=(
-    "abs(θ ⊙ ∂L/∂θ) = abs(∂L/∂m) at m = 1, summed over batches"))
+@register_method("snip", count_rule="complement_floor", options=BNModeOptions, was={"bn_mode": "bn_mode"},
+                 description=(
+    "abs(θ ⊙ ∂L/∂θ) = abs(∂L/∂m) at m = 1, summed over batches; BatchNorm in eval mode, as "
+    "Synaptic-Flow's SNIP"))
 class SNIPScorer(Scorer):
     """SNIP (Lee et al. 2019): abs(dL/dm) at m = 1 = abs(theta * dL/dtheta), L = summed batch-mean CE."""
 
@@ -111,9 +113,10 @@ class SNIPScorer(Scorer):
         return {n: total[n].abs().to(torch.float64) for n in names}
 
 
-@register_method("iter_snip", count_rule="floor", version=2, options=TrainBNModeOptions, was={"bn_mode": "bn_mode"}, description=(
+@register_method("iter_snip", count_rule="floor", version=2, options=TrainBNModeOptions, was={"bn_mode": "bn_mode"},
+                 description=(
     "iterative SNIP (de Jorge et al. 2021): SNIP re-scored on the masked net each round; a pruned "
-    "weight stays pruned; 100 rounds"))
+    "weight stays pruned; 100 rounds; BatchNorm in train mode, as the authors' code (naver/force)"))
 class IterativeSNIPScorer(SNIPScorer):
     """Iterative SNIP (de Jorge et al. 2021, "Progressive Skeletonization"): SNIP re-scored on the masked
     net over rounds (exponential schedule); a weight once pruned stays pruned."""
@@ -121,10 +124,12 @@ class IterativeSNIPScorer(SNIPScorer):
     default_rounds = 100
 
 
-@register_method("force", count_rule="floor", version=2, options=TrainBNModeOptions, was={"bn_mode": "bn_mode"}, description=(
+@register_method("force", count_rule="floor", version=2, options=TrainBNModeOptions, was={"bn_mode": "bn_mode"},
+                 description=(
     "FORCE (de Jorge et al. 2021): abs(θ ⊙ ∂L/∂w) of every weight at the masked net w = θ ⊙ m, "
     "pruned weights included (scored at their original θ), selection over all weights each round, so "
-    "a pruned weight can come back; 100 rounds"))
+    "a pruned weight can come back; 100 rounds; BatchNorm in train mode, as the authors' code "
+    "(naver/force)"))
 class FORCEScorer(SNIPScorer):
     """FORCE (de Jorge et al. 2021): connection sensitivity abs(theta * dL/dw) of every weight, pruned
     ones included, at the current masked net w = theta * m; each round selects among all weights, so a
