@@ -76,12 +76,7 @@ class DistillConfig(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, name: str) -> str:
-        try:
-            if name in DISTILLER_DECLS:
-                return name
-        except ImportError as exc:
-            raise ValueError(str(exc)) from None
-        raise ValueError(f"unknown distillation method {name!r}; allowed: {', '.join(DISTILLER_DECLS.names())}")
+        return DISTILLER_DECLS.require(name)
 
     _augment = field_validator("augment")(classmethod(lambda cls, v: check_augment_strategy(v)))
 

@@ -159,13 +159,7 @@ class PruneConfig(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        try:
-            if v in METHODS:
-                return v
-        except ImportError as exc:  # an installed plugin that fails to import says which
-            raise ValueError(str(exc)) from None
-        raise ValueError(f"unknown method {v!r}; allowed: {', '.join(method_names())} (or register your own: "
-                         "see README, 'Add your own method, model or dataset')")
+        return METHODS.require(v, " (or register your own: see README, 'Add your own method, model or dataset')")
 
     @model_validator(mode="after")
     def _method_options(self) -> "PruneConfig":

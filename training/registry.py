@@ -69,6 +69,16 @@ class Registry(Generic[T]):
         except KeyError:
             raise KeyError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}") from None
 
+    def require(self, name: str, hint: str = "") -> str:
+        """``name`` if it is registered (or an installed plugin registers it), else a ``ValueError`` that
+        lists what is (a validator's message; a plugin that fails to import is named)."""
+        try:
+            if name in self:
+                return name
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+        raise ValueError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}{hint}")
+
     def origin(self, name: str) -> str:
         self.get(name)
         return self._origin[name]

@@ -75,12 +75,7 @@ class DataConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        try:
-            if name in DATASET_DECLS:
-                return name
-        except ImportError as exc:
-            raise ValueError(str(exc)) from None
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_DECLS.names())}")
+        return DATASET_DECLS.require(name)
 
     @model_validator(mode="after")
     def _dataset_options(self) -> "DataConfig":
@@ -191,13 +186,7 @@ def options_class(name: str) -> type[ModelOptions]:
             raise ValueError(f"unknown torchvision classification model {tv_name!r} in {name!r}; "
                              f"allowed after '{TV_PREFIX}': {', '.join(torchvision_names())}")
         return TorchvisionOptions
-    try:
-        known = name in MODEL_DECLS
-    except ImportError as exc:
-        raise ValueError(str(exc)) from None
-    if not known:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_DECLS.names())}, "
-                         f"or '{TV_PREFIX}<name>' for a torchvision classification model")
+    MODEL_DECLS.require(name, f", or '{TV_PREFIX}<name>' for a torchvision classification model")
     return MODEL_DECLS.get(name).options
 
 
