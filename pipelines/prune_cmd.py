@@ -171,7 +171,7 @@ def _input_shape(text: str) -> tuple[int, ...]:
 def _model_config(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from training.models import ModelConfig
+    from training.settings import ModelConfig
 
     options: dict[str, Any] = {}
     if args.model_options:
@@ -229,10 +229,10 @@ def _few(items: list[str], n: int = 5) -> str:
 
 
 def _prepare(args: argparse.Namespace) -> dict:
-    """Check every input and build what scoring needs; raises PruneInputError, writes nothing."""
+    """Check every input and build what scoring needs; raises PruneInputError, writes nothing. Every
+    argument is checked before torch is imported (seconds on a loaded machine)."""
     from pruning.registry import get_method
     from training.plugins import PluginError, load_plugins
-    from training.trainer import resolve_device
 
     try:
         load_plugins(args.plugin or [], [str(Path.cwd())])
@@ -257,26 +257,17 @@ def _prepare(args: argparse.Namespace) -> dict:
             f"--method {prune.method} scores with training examples ({prune.examples_per_class} per class): "
             "give --dataset"
         )
-    seed = int(args.seed)
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as exc:
-        raise PruneInputError(f"--device {args.device}: {exc}") from None
-
-    data = None
+    data_cfg = None
     if args.dataset:
         from pydantic import ValidationError
 
-        from training.data import DataConfig, load_dataset
+        from training.settings import DataConfig
 
         try:
-            data = load_dataset(DataConfig(name=args.dataset, root=args.data_root))
+            data_cfg = DataConfig(name=args.dataset, root=args.data_root)
         except ValidationError as err:
             msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
             raise PruneInputError(f"--dataset {args.dataset!r}: {msgs}") from None
-        except (FileNotFoundError, ValueError) as exc:
-            raise PruneInputError(f"--dataset {args.dataset!r}: {exc}") from None
-        shape, num_classes = tuple(data.input_shape), int(data.num_classes)
     elif args.input_shape:
         shape = _input_shape(args.input_shape)
         if args.num_classes is None or args.num_classes < 1:
@@ -284,8 +275,30 @@ def _prepare(args: argparse.Namespace) -> dict:
         num_classes = int(args.num_classes)
     else:
         raise PruneInputError("give --dataset, or --input-shape C,H,W (or C,L) with --num-classes")
-
     model_cfg = _model_config(args)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    if checkpoint is not None and not checkpoint.is_file():
+        what = "is a directory" if checkpoint.is_dir() else "is not a regular file" if checkpoint.exists() \
+            else "does not exist"
+        raise PruneInputError(f"--checkpoint {checkpoint} {what}; give a file written by torch.save")
+    seed = int(args.seed)
+
+    from training.trainer import resolve_device  # torch from here on
+
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as exc:
+        raise PruneInputError(f"--device {args.device}: {exc}") from None
+    data = None
+    if data_cfg is not None:
+        from training.data import load_dataset
+
+        try:
+            data = load_dataset(data_cfg)
+        except (FileNotFoundError, ValueError) as exc:
+            raise PruneInputError(f"--dataset {args.dataset!r}: {exc}") from None
+        shape, num_classes = tuple(data.input_shape), int(data.num_classes)
+
     from training.stage import seed_everything
 
     seed_everything(seed)  # the same seeded initialisation as a trial's stages (training.stage.fresh_model)
@@ -295,7 +308,6 @@ def _prepare(args: argparse.Namespace) -> dict:
         model = create_model(model_cfg, shape, num_classes)
     except ValueError as exc:
         raise PruneInputError(f"--model {args.model!r}: {exc}") from None
-    checkpoint = Path(args.checkpoint) if args.checkpoint else None
     if checkpoint is not None:
         _load_into(model, _read_checkpoint(checkpoint), checkpoint, args.model)
     model.to(device)

@@ -101,7 +101,7 @@ def test_checkpoint_is_scored_instead_of_the_init(tmp_path):
         ([*SHAPE, "--method", "px", "--sparsity", "0.5"], "--dataset"),
         ([*SHAPE, "--method", "imp", "--sparsity", "0.5"], "training"),
         ([*SHAPE, "--method", "pdp", "--sparsity", "0.5"], "training"),
-        ([*SHAPE, "--method", "magic", "--sparsity", "0.5"], "unknown method"),
+        ([*SHAPE, "--method", "magic", "--sparsity", "0.5"], "unknown pruning method"),
         ([*SHAPE, "--method", "magnitude", "--sparsity", "0.5", "--schedule", "cubic"], "--schedule"),
         ([*SHAPE, "--method", "magnitude", "--sparsity", "0.5", "--ignore", "nope.weight"], "nope.weight"),
         (["--method", "magnitude", "--sparsity", "0.5"], "--input-shape"),
@@ -136,3 +136,23 @@ def test_bad_checkpoints_exit_2_naming_the_path(tmp_path, capsys):
     assert _prune(out, *SHAPE, "--method", "magnitude", "--sparsity", "0.5", "--checkpoint", str(missing)) == 2
     assert str(missing) in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_argument_errors_come_back_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom pipelines.cli import main\n"
+        f"assert main(['prune', '--model', 'mlp', '--method', 'snip', '--sparsity', '0.5', '--input-shape', '1,8,8', "
+        f"'--num-classes', '10', '--out', {str(tmp_path / 'o')!r}]) == 2\n"  # snip needs --dataset
+        f"assert main(['prune', '--model', 'nope', '--method', 'random', '--sparsity', '0.5', '--dataset', 'digits', "
+        f"'--out', {str(tmp_path / 'o')!r}]) == 2\n"
+        f"assert main(['prune', '--model', 'mlp', '--method', 'random', '--sparsity', '0.5', '--dataset', 'digits', "
+        f"'--checkpoint', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}]) == 2\n"
+        "assert 'torch' not in sys.modules, 'torch imported before the arguments were checked'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--checkpoint" in proc.stderr and "is a directory" in proc.stderr
+    assert not (tmp_path / "o").exists()
