@@ -119,9 +119,20 @@ def cmd_store(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     uri = state.store_uri if state is not None else args.dir
+    if "://" not in uri and not (Path(uri) / "stages").is_dir() and not (Path(uri) / "index").is_dir():
+        return _fail(f"{args.dir} is neither a sweep's output directory (no sweep.json) nor a stage store "
+                     "(no stages/ or index/)")
+    from training.stage import STAGES
+
+    import pruning.stages  # noqa: F401 (registers the stage names)
+    import pruning.export_stage  # noqa: F401
+    import distill.stage  # noqa: F401
+
+    if args.stage is not None and args.stage not in STAGES:
+        return _fail(f"--stage {args.stage!r}: no such stage; allowed: {', '.join(STAGES.names())}")
     rows = [r for r in ArtifactStore(uri).index() if args.stage in (None, r["stage"])]
     if not rows:
-        print(f"no stage runs in {uri}")
+        print(f"no stage runs in {uri}" + (f" for stage {args.stage}" if args.stage else ""))
         return 0
     print(f"{'stage':<10} {'key':<16} {'status':<6} {'wall_s':>8} {'passes':>10}  host/pid")
     for r in sorted(rows, key=lambda r: r.get("start") or 0):
@@ -182,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside a sweep's phases (start-up, shut-down): nothing half-written
         print("\nprunetune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `prunetune store DIR | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -91,6 +91,4 @@ def cmd_list(args: argparse.Namespace) -> int:
     except (PluginError, ImportError) as exc:
         print(f"prunetune: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `prunetune list | head`
-        sys.stderr.close()
     return 0
