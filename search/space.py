@@ -171,6 +171,16 @@ class OptunaConfig(BaseModel):
             Constraint.parse(text)
         return v
 
+    @field_validator("objectives")
+    @classmethod
+    def _distinct_objectives(cls, v: list[Objective]) -> list[Objective]:
+        metrics = [o.metric for o in v]
+        twice = sorted({m for m in metrics if metrics.count(m) > 1})
+        if twice:
+            raise ValueError(f"{twice} appear more than once: each metric is one objective (a study with the same "
+                             "metric twice has a degenerate Pareto front)")
+        return v
+
     @model_validator(mode="after")
     def _one_layer_space(self) -> "OptunaConfig":
         if self.channel_keep is not None and self.layer_densities is not None:

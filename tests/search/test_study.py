@@ -64,3 +64,17 @@ def test_conditional_endpoints_are_validated_with_their_choice(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"conditional.prune.method.pdp.prune.pdp.tau=-1.0"):
         load_experiment(tmp_path / "c.yaml")
+
+
+def test_the_same_metric_twice_is_not_two_objectives():
+    import pytest
+    from pydantic import ValidationError
+
+    from search.space import OptunaConfig
+
+    space = {"prune.sparsity": {"type": "float", "low": 0.5, "high": 0.9}}
+    with pytest.raises(ValidationError, match=r"\['val_accuracy'\] appear more than once"):
+        OptunaConfig(space=space, objectives=[{"metric": "val_accuracy", "mode": "max"},
+                                              {"metric": "val_accuracy", "mode": "min"}])
+    OptunaConfig(space=space, objectives=[{"metric": "val_accuracy", "mode": "max"},
+                                          {"metric": "density", "mode": "min"}])
