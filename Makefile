@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 OUT    ?= runs/quickstart
 
-.PHONY: install demo test smoke bench bench-quick clean
+.PHONY: install demo test test-fast smoke bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: install
 
 test: install $(VENV)/.example-plugin
 	$(BIN)/python -m pytest tests -q
+
+# The suite without the end-to-end sweeps (tests marked slow): the tier to run while editing.
+test-fast: install $(VENV)/.example-plugin
+	$(BIN)/python -m pytest tests -q -m "not slow"
 
 # The cpu-smoke variant of every paper-scale config: the same pipelines on fake data (CI runs it).
 smoke: install

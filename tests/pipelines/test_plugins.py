@@ -29,14 +29,14 @@ SWEEP = textwrap.dedent("""
     name: plugged
     data: {name: sklearn_tabular, options: {table: wine}, val_fraction: 0.15, test_fraction: 0.25}
     model: {name: mlp_bn, options: {widths: [32, 16]}}
-    train: {epochs: 4, batch_size: 32, optimizer: adam, lr: 0.003, weight_decay: 0.0}
+    train: {epochs: 2, batch_size: 32, optimizer: adam, lr: 0.003, weight_decay: 0.0}
     prune: {method: fisher, sparsity: 0.8, examples_per_class: 5, options: {microbatch: 4}}
     resources: {cpu: 1}
     ray: {num_cpus: 2}
     sweep:
       max_concurrent_trials: 2
       grid:
-        - {prune.sparsity: [0.8, 0.95], seed: [0, 1]}
+        - {prune.sparsity: [0.8, 0.95]}
 """)
 
 
@@ -55,7 +55,7 @@ def test_the_installed_example_plugin_runs_a_sweep(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pq.read_table(out / "results.parquet").to_pylist()
-    assert len(rows) == 4 and all(r["status"] == "ok" and r["method"] == "fisher" for r in rows)
+    assert len(rows) == 2 and all(r["status"] == "ok" and r["method"] == "fisher" for r in rows)
     for r in rows:  # exact sparsity: round(d * N) weights kept
         assert r["kept_params"] == kept_count(1 - r["target_sparsity"], r["prunable_params"])
     from mlflow.tracking import MlflowClient
@@ -63,7 +63,7 @@ def test_the_installed_example_plugin_runs_a_sweep(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("plugged").experiment_id], max_results=100)
     trials = [r for r in runs if r.data.tags.get("prunetune.role") == "trial"]
-    assert len(trials) == 4
+    assert len(trials) == 2
     assert all(r.data.params.get("prune.options.microbatch") == "4" for r in trials)
     assert all(r.data.params.get("model.name") == "mlp_bn" for r in trials)
 
