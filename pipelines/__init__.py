@@ -1,1 +1,2 @@
-"""Stages, the Ray Tune runner, MLflow tracking, the CLI and result reports."""
+"""The command line, the sweep on Ray Tune (phases, trials, shared stages), MLflow tracking, result
+tables and reports, and the generated docs (config reference, method table, defaults pin)."""
