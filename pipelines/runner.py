@@ -152,12 +152,15 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
 
 def _unvalidated_identity(raw: dict, overrides: dict) -> dict[str, Any]:
     """Method, target and seed read straight from the config, for a row whose config could not be read."""
+    from pruning.config import PruneConfig
+
     from .config import apply_overrides
 
     merged = apply_overrides({k: v for k, v in raw.items() if k != "sweep"}, overrides)
     prune = merged.get("prune") if isinstance(merged.get("prune"), dict) else {}
-    return {"method": prune.get("method", "imp"), "target_sparsity": prune.get("sparsity", 0.9),
-            "seed": merged.get("seed", 0)}
+    default = {f: PruneConfig.model_fields[f].default for f in ("method", "sparsity")}
+    return {"method": prune.get("method", default["method"]), "target_sparsity": prune.get("sparsity", default["sparsity"]),
+            "seed": merged.get("seed", ExperimentConfig.model_fields["seed"].default)}
 
 
 def _log_text(logger: RunLogger, name: str, text: str) -> None:

@@ -206,3 +206,13 @@ def test_a_plugin_the_workers_cannot_import_fails_the_sweep_once_in_one_line(tmp
     assert "a Ray worker cannot import the plugins" in err[0] and "compiled extension" in err[0]
     assert "\x1b[" not in done.stderr and "Traceback" not in done.stderr
     assert not (out / "sweep.json").exists() and not (out / "trials").exists()
+
+
+def test_a_trial_whose_config_cannot_be_read_keeps_its_method_and_target():
+    """The row of a trial whose worker cannot read its config (e.g. a plugin missing on that node)."""
+    from pipelines.runner import _unvalidated_identity
+
+    raw = {"prune": {"method": "fisher", "sparsity": 0.7}, "seed": 3, "sweep": {"grid": []}}
+    assert _unvalidated_identity(raw, {"prune.sparsity": 0.9}) == {"method": "fisher", "target_sparsity": 0.9,
+                                                                   "seed": 3}
+    assert _unvalidated_identity({}, {}) == {"method": "imp", "target_sparsity": 0.9, "seed": 0}
