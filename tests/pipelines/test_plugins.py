@@ -216,3 +216,17 @@ def test_a_trial_whose_config_cannot_be_read_keeps_its_method_and_target():
     assert _unvalidated_identity(raw, {"prune.sparsity": 0.9}) == {"method": "fisher", "target_sparsity": 0.9,
                                                                    "seed": 3}
     assert _unvalidated_identity({}, {}) == {"method": "imp", "target_sparsity": 0.9, "seed": 0}
+
+
+def test_list_shows_every_kind_with_its_origin_and_options(capsys, monkeypatch):
+    _installed()
+    monkeypatch.chdir(EXAMPLE / "single_file")
+    assert main(["list", "--plugin", "lamp"]) == 0
+    out = capsys.readouterr().out
+    for line in ("methods:", "models:", "datasets:", "distillers:", "grasp  [built-in]", "temperature = 200.0",
+                 "fisher  [plugin prunetune_example.fisher]", "microbatch = 1", "mlp_bn  [plugin prunetune_example.mlp_bn]",
+                 "sklearn_tabular  [plugin prunetune_example.tabular]", "table = 'wine'", "dm  [built-in]",
+                 "power = 2.0"):
+        assert line in out, line
+    assert main(["list", "--plugin", "no_such_module_here"]) == 2
+    assert "plugins[0]: no module named 'no_such_module_here'" in capsys.readouterr().err
