@@ -88,7 +88,8 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def _how_to_bump(entry: str) -> str:
     kind = entry.split(":")[0]
-    return {"settings": "bump the `version` of these stages", "method": "bump its register_method(..., version=N)",
+    return {"settings": "bump the `version` of these stages",
+            "method": "bump its register_method(..., version=N) (it salts the stage that makes its mask)",
             "model": "bump its version (register_model / training.settings.Declared)",
             "dataset": "bump its version (register_dataset / training.settings.Declared)",
             "distiller": "bump the `version` of these stages"}[kind]
@@ -107,13 +108,18 @@ def problems(pinned: dict[str, dict[str, Any]], current: dict[str, dict[str, Any
             continue
         old, new = pinned[entry], current[entry]
         if old["defaults"] != new["defaults"]:
-            if old["versions"] == new["versions"] and new["versions"]:
-                readers = ", ".join(f"{k} {v}" for k, v in new["versions"].items()) or "none"
+            # every reader must move: one stage left at its version would reuse entries made with the old value
+            kept = {k: v for k, v in new["versions"].items() if old["versions"].get(k) == v}
+            if kept:
+                readers = ", ".join(f"{k} {v}" for k, v in kept.items())
                 out.append(f"defaults of {entry} changed ({_changes(old['defaults'], new['defaults'])}) but what reads "
                            f"them keeps its version ({readers}): {_how_to_bump(entry)}, so store entries computed "
                            f"with the old defaults are not reused; {repin}")
+            elif not new["versions"]:
+                out.append(f"defaults of {entry} changed; no stage declares that it reads them, so no key depends on "
+                           f"them; {repin}")
             else:
-                out.append(f"defaults of {entry} changed and its versions were bumped; {repin}")
+                out.append(f"defaults of {entry} changed and every reader's version was bumped; {repin}")
         elif old["versions"] != new["versions"]:
             out.append(f"versions of {entry} changed ({_changes(old['versions'], new['versions'])}); {repin}")
     return out

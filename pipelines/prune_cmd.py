@@ -285,6 +285,16 @@ def _prepare(args: argparse.Namespace) -> dict:
 
     from training.trainer import resolve_device  # torch from here on
 
+    if spec.plan is not None:  # a scorer whose settings may ask for training first (magnitude at: trained)
+        from pruning.methods import TrialSettings, plan_method
+        from pruning.stages import ScoreMask
+        from training.settings import DataConfig, TrainConfig
+
+        plan = plan_method(TrialSettings(seed, data_cfg or DataConfig(name="fake"), model_cfg, TrainConfig(), prune))
+        if not isinstance(plan.mask, ScoreMask):
+            raise PruneInputError(f"--method {prune.method} with options {prune.options} trains before it prunes; "
+                                  "'prunetune prune' scores without training: use 'prunetune run'")
+
     try:
         device = resolve_device(args.device)
     except RuntimeError as exc:

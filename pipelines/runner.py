@@ -273,12 +273,18 @@ def check_worker_plugins(raw: dict) -> None:
     if not raw.get("plugins"):
         return
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    try:
-        ray.get(ray.remote(_import_plugins_here).options(num_cpus=0, max_retries=0).remote(raw))
-    except ray.exceptions.RayTaskError as exc:
-        cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
-        raise ConfigError("a Ray worker cannot import the plugins: " + " ".join(str(cause).split())) from None
+    probe = ray.remote(_import_plugins_here)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    for node in nodes:  # one worker per node that is up now (nodes an autoscaler adds later: their trials say)
+        on_node = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        try:
+            ray.get(probe.options(num_cpus=0, max_retries=0, scheduling_strategy=on_node).remote(raw))
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
+            where = f" on node {node.get('NodeManagerAddress', '?')}" if len(nodes) > 1 else ""
+            raise ConfigError(f"a Ray worker{where} cannot import the plugins: " + " ".join(str(cause).split())) from None
 
 
 def check_cluster(cfg: ExperimentConfig, have: Callable[[], dict[str, float]],

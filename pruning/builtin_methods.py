@@ -35,7 +35,7 @@ register_method("wanda", plan=f"{_PLANS}:plan_post_training", ablations=NO_ABLAT
     "examples, conv inputs unfolded into patches) per output row (`post.group: row`) or per layer; "
     "or N:M (`post.structure: nm`, `n`, `m`)"))
 register_method("sparsegpt", plan=f"{_PLANS}:plan_post_training", ablations=NO_ABLATIONS, needs_data=True,
-                description=(
+                version=2, description=(  # 2: block-wide mask selection (was an equal share per row)
     "post-training (Frantar & Alistarh 2023): per layer, H = 2XXᵀ/n + λI (λ = `post.damp` · mean "
     "diag); columns in blocks of `post.blocksize` (128), each pruned weight's error spread over the "
     "columns not yet visited through the Cholesky factor of H⁻¹ (OBS), so the surviving weights "

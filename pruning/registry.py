@@ -114,7 +114,8 @@ def register_method(name: str, *, options: type[MethodOptions] | None = None, pl
         else:
             modes = frozenset()
         spec = MethodSpec(
-            name=name, options=opts, scorer=scorer, plan=plan,
+            name=name, options=opts, scorer=scorer,
+            plan=plan if plan is not None else (getattr(scorer, "plan", None) if scorer is not None else None),
             ablations=ablations if ablations is not None else (ALL_ABLATIONS if scorer is not None else NO_ABLATIONS),
             needs_data=bool(needs_data if needs_data is not None else getattr(scorer, "needs_data", False)),
             trains=trains, small_set=small_set,

@@ -51,6 +51,13 @@ def prune_settings(prune: PruneConfig, fields: tuple[str, ...]) -> dict[str, Any
     return out
 
 
+def method_version(name: str) -> dict[str, int]:
+    """A method's registration version, for the key of the stage that makes its mask (left out at 1, so
+    keys made before versions existed stay valid)."""
+    version = get_method(name).version
+    return {"method_version": version} if version > 1 else {}
+
+
 def save_mask(mask: Mask, out: Path) -> None:
     mask.save(out / "mask.pt")
     mask.report().to_json(out / "sparsity.json")
@@ -268,10 +275,15 @@ class ScoreMask(Stage):
     def settings(self) -> dict[str, Any]:
         s = {"method": self.method, **prune_settings(self.prune, self.fields)}
         if self.method != "dense":  # the method's own options that differ from its defaults, and its version
-            spec = get_method(self.method)
-            options = canonical(spec.parse_options(self.prune.options))
+            options = canonical(get_method(self.method).parse_options(self.prune.options))
             s.update({"options": options} if options else {})
-            s.update({"method_version": spec.version} if spec.version > 1 else {})
+            s.update(method_version(self.method))
+        if "count_rule" in s:  # the rule it resolves to, so a method's registered rule is part of the key
+            from .at_init import count_rule_of
+
+            del s["count_rule"]
+            rule = count_rule_of(self.prune)
+            s.update({"count_rule": rule} if rule != "round" else {})
         return {**s, "seed": self.seed}
 
     def inputs(self) -> dict[str, Stage]:
@@ -339,7 +351,8 @@ class PdpMask(Stage):
     FIELDS: ClassVar[tuple[str, ...]] = ("sparsity", "ignore", "pdp")
 
     def settings(self) -> dict[str, Any]:
-        return {**prune_settings(self.prune, self.FIELDS), "train": canonical(self.start.train), "seed": self.seed}
+        return {**prune_settings(self.prune, self.FIELDS), **method_version("pdp"), "train": canonical(self.start.train),
+                "seed": self.seed}
 
     def inputs(self) -> dict[str, Stage]:
         return {"start": self.start}
@@ -378,7 +391,6 @@ class PostTrainMask(Stage):
     weights (SparseGPT changes the survivors), which the one-shot result is evaluated on."""
 
     name: ClassVar[str] = "posttrain"
-    version: ClassVar[int] = 2  # 2: SparseGPT selects its unstructured mask block-wide (was per row)
     reads: ClassVar[tuple[str, ...]] = ("prune.sparsity", "prune.ignore", "prune.examples_per_class", "prune.post", "prune.retrain")
     method: str
     trained: Pretrain  # until='end'
@@ -388,7 +400,8 @@ class PostTrainMask(Stage):
     FIELDS: ClassVar[tuple[str, ...]] = ("sparsity", "ignore", "examples_per_class", "post")
 
     def settings(self) -> dict[str, Any]:
-        return {"method": self.method, **prune_settings(self.prune, self.FIELDS), "seed": self.seed}
+        return {"method": self.method, **prune_settings(self.prune, self.FIELDS), **method_version(self.method),
+                "seed": self.seed}
 
     def inputs(self) -> dict[str, Stage]:
         return {"trained": self.trained}

@@ -1,9 +1,10 @@
 """The settings every stage reads (data, model, training), as pydantic models that import no torch.
 
 A config is validated against these before anything heavy is imported, so a typo is reported in a
-fraction of a second. The names a config may use are declared here (``DATASET_NAMES``,
-``MODEL_OPTIONS``); ``training.data`` and ``training.models`` register their loaders and builders
-against these declarations, and refuse one that is not declared.
+fraction of a second. The names a config may use are declared here with their options
+(``DATASET_DECLS``, ``MODEL_DECLS``: the built-ins, then whatever ``training.data.register_dataset`` /
+``training.models.register_model`` or an installed plugin's entry point adds); the loaders and builders
+themselves live in ``training.data`` and ``training.models``.
 """
 from __future__ import annotations
 

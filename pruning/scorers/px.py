@@ -42,6 +42,8 @@ class PXScorer(Scorer):
 
 def __getattr__(name: str):
     """The gating helpers (``_norm_affine``, ...) are importable from here, as before the split."""
+    if name.startswith("__"):  # import machinery probes (__path__, ...): not ours to answer
+        raise AttributeError(name)
     from .. import px_gating
 
     return getattr(px_gating, name)

@@ -23,8 +23,12 @@ def test_a_changed_default_without_a_version_bump_fails_and_says_what_to_bump(mo
     for stage in ("pdp", "pretrain", "retrain"):  # every stage that reads train must be bumped
         assert stage in found[0]
     assert "imp_level" not in found[0] and "evaluate" not in found[0]  # not those that do not read it
-    # bumping the readers turns it into a plain re-pin
+    # bumping only some of the readers is not enough: the others would reuse stale entries
     monkeypatch.setattr(Pretrain, "version", 2)
+    found = defaults_pin.problems(pin, defaults_pin.fingerprint())
+    assert any("keeps its version" in f and "retrain 1" in f and "pretrain" not in f.split("keeps its version")[1]
+               for f in found), found
+    # bumping every reader turns it into a plain re-pin
     monkeypatch.setattr(Retrain, "version", 2)
     from pruning.stages import PdpMask
 

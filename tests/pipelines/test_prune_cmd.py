@@ -156,3 +156,17 @@ def test_argument_errors_come_back_without_importing_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--checkpoint" in proc.stderr and "is a directory" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_magnitude_after_training_is_one_shot_imp_and_not_a_prune_command(tmp_path, capsys):
+    from pipelines.config import validate
+    from pipelines.trial import trial_graph
+
+    base = {"data": {"name": "digits"}, "model": {"name": "mlp"}}
+    trained = trial_graph(validate({**base, "prune": {"method": "magnitude", "sparsity": 0.5,
+                                                      "options": {"at": "trained"}}}))
+    assert trained.plan.mask.name == "imp_mask" and trained.plan.start.until == "end"  # scores the trained net
+    at_init = trial_graph(validate({**base, "prune": {"method": "magnitude", "sparsity": 0.5}}))
+    assert at_init.plan.mask.name == "mask"
+    assert _prune(tmp_path / "o", *SHAPE, "--method", "magnitude", "--option", "at=trained", "--sparsity", "0.5") == 2
+    assert "trains before it prunes" in capsys.readouterr().err and not (tmp_path / "o").exists()

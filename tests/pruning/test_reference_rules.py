@@ -144,3 +144,17 @@ def test_iterative_rounds_apply_the_rule_at_every_round():
     assert prune_at_init(model, SCORERS.get("force")(), 0.1, batches, rounds=3).kept == 10
     ceil = prune_at_init(model, SCORERS.get("prospr")(steps=0), 0.1, batches, rounds=3, count_rule="ceil")
     assert ceil.kept == math.ceil(0.1 * 103) == 11
+
+
+def test_the_mask_key_holds_the_rule_count_reference_resolves_to():
+    from pipelines.config import validate
+    from pipelines.trial import trial_graph
+
+    def key(method, rule):
+        cfg = validate({"data": {"name": "digits"}, "model": {"name": "mlp"},
+                        "prune": {"method": method, "sparsity": 0.5, "count_rule": rule}})
+        return trial_graph(cfg).plan.mask
+
+    assert key("force", "reference").settings()["count_rule"] == "floor"
+    assert key("force", "reference").key != key("force", "exact").key
+    assert key("phew", "reference").key == key("phew", "exact").key  # phew's own rule is round: the same mask
