@@ -27,7 +27,7 @@ from training.trainer import resolve_device
 
 from .artifact import DistilledSet
 from .methods import (
-    DISTILLERS, register_distiller,
+    register_distiller,
     DistillConfig,
     Progress,
     build_distilled_set,

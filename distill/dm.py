@@ -36,7 +36,7 @@ from training.trainer import resolve_device
 
 from .artifact import DistilledSet, load_checkpoint, save_checkpoint
 from .methods import (
-    DISTILLERS, register_distiller,
+    register_distiller,
     DistillConfig,
     Progress,
     build_distilled_set,

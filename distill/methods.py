@@ -24,11 +24,11 @@ import time
 from dataclasses import dataclass
 import warnings
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Protocol, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 import pydantic
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 from torch import nn
 
 from training.data import DataBundle

@@ -61,7 +61,7 @@ from training.trainer import TrainConfig, Trainer, resolve_device
 
 from .artifact import DistilledSet, checkpoint_path, load_checkpoint, save_checkpoint
 from .methods import (
-    DISTILLERS, register_distiller,
+    register_distiller,
     DistillConfig,
     Progress,
     build_distilled_set,

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
 
 from distill.methods import DistillConfig
 from distill.stage import Distill
-from training.data import DataBundle, DataConfig
+from training.data import DataConfig
 from training.models import ModelConfig
 from training.stage import Stage
 from training.trainer import TrainConfig

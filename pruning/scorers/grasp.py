@@ -19,7 +19,6 @@ patched globally.
 """
 from __future__ import annotations
 
-
 from pydantic import Field
 
 from ..registry import Scorer, register_method
@@ -42,9 +41,9 @@ class GraSPScorer(Scorer):
     default_rounds = 1
 
     def score(self, model, params, mask, batches):
-        from torch.func import functional_call
         import torch
         import torch.nn.functional as F
+        from torch.func import functional_call
         names = list(params)
         theta = [params[n].detach().clone().requires_grad_(True) for n in names]
         gates = [mask[n].to(device=t.device, dtype=t.dtype) for n, t in zip(names, theta)]

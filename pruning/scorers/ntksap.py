@@ -19,11 +19,16 @@ class. A pruned weight scores 0 (``abs(grad) * (m != 0)``) and stays pruned.
 from __future__ import annotations
 
 import copy
-
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from ..registry import MethodOptions, Scorer, register_method
+
+if TYPE_CHECKING:  # annotations only: the module imports torch inside the functions that compute
+    import torch
+    from torch import nn
+
 
 def _norms() -> tuple:
     from torch import nn
@@ -35,8 +40,8 @@ def perturbation_grads(model: nn.Module, masks: dict[str, torch.Tensor], theta: 
                        delta: dict[str, torch.Tensor], eps: float, z: torch.Tensor) -> dict[str, torch.Tensor]:
     """d/dm of sum_i ||f(z_i; theta * m) - f(z_i; (theta + eps * delta) * m)||^2 (one draw, summed over
     the batch), with ``model``'s other parameters and buffers as they are."""
-    from torch.func import functional_call
     import torch
+    from torch.func import functional_call
     m = {n: v.detach().clone().requires_grad_(True) for n, v in masks.items()}
     with torch.enable_grad():
         clean = functional_call(model, {n: theta[n] * m[n] for n in m}, (z,))
@@ -70,9 +75,9 @@ class NtkSapScorer(Scorer):
         self._calls = 0  # each round draws afresh, reproducibly from the seed
 
     def score(self, model, params, mask, batches):
+        import torch
         from torch import nn
         from torch.func import functional_call
-        import torch
         ref = next(iter(params.values()))
         gen = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + self._calls)
         self._calls += 1

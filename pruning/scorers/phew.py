@@ -20,10 +20,16 @@ not feed each other in order (a residual net's shortcut convolutions) is refused
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..registry import Scorer, register_method
+
+if TYPE_CHECKING:  # annotations only: the module imports torch inside the functions that compute
+    import torch
+    from torch import nn
+
 
 
 @dataclass

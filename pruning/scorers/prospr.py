@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 from typing import Literal
 
-
 from pydantic import Field
 
 from ..registry import Scorer, register_method
@@ -44,9 +43,9 @@ class ProsPrScorer(Scorer):
     default_rounds = 1
 
     def score(self, model, params, mask, batches):
-        from torch.func import functional_call
         import torch
         import torch.nn.functional as F
+        from torch.func import functional_call
         names = list(params)
         like = params[names[0]].detach()
         weights = {n: params[n].detach() for n in names}

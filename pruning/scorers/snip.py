@@ -20,12 +20,16 @@ by the previous round's scoring batches).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Literal
-
+from typing import TYPE_CHECKING, Iterator, Literal
 
 from pydantic import Field
 
 from ..registry import MethodOptions, Scorer, register_method
+
+if TYPE_CHECKING:  # annotations only: the module imports torch inside the functions that compute
+    import torch
+    from torch import nn
+
 
 BNMode = Literal["eval", "train"]
 BN_MODES = ("eval", "train")
@@ -88,9 +92,9 @@ class SNIPScorer(Scorer):
     default_rounds = 1
 
     def score(self, model, params, mask, batches):
-        from torch.func import functional_call
         import torch
         import torch.nn.functional as F
+        from torch.func import functional_call
         names = list(params)
         weights = {n: params[n].detach() for n in names}
         # The gate is the mask variable itself, at its current value: with masked weights (SNIP) the products

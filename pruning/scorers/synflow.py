@@ -12,13 +12,18 @@ and running statistics. No torch function is patched.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 from ..registry import Scorer, register_method
+
+if TYPE_CHECKING:  # annotations only: the module imports torch inside the functions that compute
+    import torch
+    from torch import nn
+
 
 
 def _floating_state(model: nn.Module) -> list[torch.Tensor]:
     """Every floating parameter and buffer, each storage once (shared tensors are not abs'ed twice)."""
-    import torch
     seen: set[int] = set()
     out: list[torch.Tensor] = []
     for t in list(model.parameters()) + list(model.buffers()):

@@ -20,11 +20,9 @@ class _Opts(MethodOptions):
 
 @register_method("test_registry_mix", options=_Opts, ablations={"shuffle"})
 class _MixScorer(Scorer):
-    """alpha * |w| + (1 - alpha) * rank noise: a method registered from a test module."""
+    """alpha * |w|: a method registered from a test module."""
 
     def score(self, model, params, mask, batches):
-        import torch
-
         return {n: self.alpha * p.detach().abs().double() for n, p in params.items()}
 
 
