@@ -506,7 +506,8 @@ def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: Track
     metrics = [o.metric for o in opt.objectives]
     constraints = opt.parsed_constraints()
     study = open_study(state.study_path, state.study_name, [o.mode for o in opt.objectives], opt.sampler, opt.seed,
-                       space=opt.space, constrained=bool(constraints) and opt.sampler in CONSTRAINED_SAMPLERS)
+                       space=opt.space, constrained=bool(constraints) and opt.sampler in CONSTRAINED_SAMPLERS,
+                       metrics=metrics)
     ended = {int(slot.split("-")[1]): r["row"] for slot, r in TrialRecords(out_dir).all().items()
              if slot.startswith("optuna-") and "row" in r}
     settle_ended(study, ended, metrics, constraints)
@@ -515,7 +516,7 @@ def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: Track
         conditional = {axis: {choice: {k: d.to_optuna() for k, d in sub.items()} for choice, sub in branches.items()}
                        for axis, branches in opt.conditional.items()}
         searcher = StudySearcher(study, {k: d.to_optuna() for k, d in search_space(cfg, raw).items()}, metrics,
-                                 opt.num_samples, constraints, conditional)
+                                 opt.num_samples, constraints, conditional, progress=(PROGRESS_STEP, PROGRESS_METRIC))
         view.say(f"optuna phase: {todo} trials (study {state.study_name!r} in {state.study_path}), "
                  f"objectives {[(o.metric, o.mode) for o in opt.objectives]}"
                  + (f", constraints {opt.constraints}" if constraints else ""))

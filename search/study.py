@@ -21,6 +21,9 @@ from .space import overrides_from_params
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 CONSTRAINTS_ATTR = "constraints"  # a trial's constraint violations (<= 0: met), as Optuna's samplers read them
+# What a study trial records of its result row, so optuna-dashboard links it to its MLflow run and slot.
+CURVE_ATTR = "val_accuracy_by_epoch"  # multi-objective studies: [step, value] pairs (no intermediate values)
+ROW_ATTRS = ("slot", "mlflow_run_id", "status", "test_accuracy", "val_accuracy", "achieved_sparsity")
 
 
 def _constraints_of(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -49,14 +52,18 @@ def study_storage(path: str) -> optuna.storages.RDBStorage:
 
 
 def open_study(path: str, name: str, modes: list[str], sampler: str, seed: int | None,
-               space: dict[str, Any] | None = None, constrained: bool = False) -> optuna.Study:
-    """Create the study or continue it; its directions are part of its identity."""
+               space: dict[str, Any] | None = None, constrained: bool = False,
+               metrics: list[str] | None = None) -> optuna.Study:
+    """Create the study or continue it; its directions are part of its identity. ``metrics`` names the
+    objectives (optuna-dashboard then says 'val_accuracy', not 'Objective 0')."""
     directions = ["maximize" if m == "max" else "minimize" for m in modes]
     study = optuna.create_study(storage=study_storage(path), study_name=name, directions=directions,
                                 sampler=make_sampler(sampler, seed, space, constrained), load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:
         raise ValueError(f"the study {name!r} in {path} has directions "
                          f"{[d.name.lower() for d in study.directions]}, this sweep asks for {directions}")
+    if metrics is not None and study.metric_names != list(metrics):
+        study.set_metric_names(list(metrics))
     return study
 
 
@@ -73,6 +80,8 @@ def tell(study: optuna.Study, number: int, result: dict | None, metrics: list[st
     """COMPLETE with every objective (and its constraint violations recorded), FAIL for an error, PRUNED
     for a trial without its objectives (e.g. stopped early by a scheduler)."""
     state = optuna.trial.TrialState
+    if result:
+        record_row(study, number, result)
     if error or result is None or result.get("status") == "error":
         study.tell(number, state=state.FAIL)
         return
@@ -85,6 +94,15 @@ def tell(study: optuna.Study, number: int, result: dict | None, metrics: list[st
         violations = [c.violation(float(v)) if _finite(v) else math.inf for c, v in zip(constraints, got)]
         optuna.trial.Trial(study, study.trials[number]._trial_id).set_user_attr(CONSTRAINTS_ATTR, violations)
     study.tell(number, values if len(values) > 1 else values[0])
+
+
+def record_row(study: optuna.Study, number: int, row: dict) -> None:
+    """The row's slot, MLflow run id, status, accuracies and achieved sparsity as the trial's user attributes."""
+    trial = optuna.trial.Trial(study, study.trials[number]._trial_id)
+    for key in ROW_ATTRS:
+        value = row.get(key)
+        if isinstance(value, str) or _finite(value):
+            trial.set_user_attr(key, value)
 
 
 def _finite(v: Any) -> bool:
@@ -130,7 +148,9 @@ class StudySearcher(Searcher):
     choice (as text) -> {path: distribution} asked only when that choice was drawn."""
 
     def __init__(self, study: optuna.Study, space: dict[str, Any], metrics: list[str], num_samples: int,
-                 constraints: list = (), conditional: dict[str, dict[str, dict[str, Any]]] | None = None) -> None:
+                 constraints: list = (), conditional: dict[str, dict[str, dict[str, Any]]] | None = None,
+                 progress: tuple[str, str] | None = None) -> None:
+        """``progress``: (step, value) keys of the per-epoch reports to record as intermediate values."""
         super().__init__(metric=None, mode=None)
         self.study = study
         self.space = space
@@ -139,6 +159,8 @@ class StudySearcher(Searcher):
         self.num_samples = num_samples
         self.constraints = list(constraints)
         self._live: dict[str, int] = {}  # Tune trial id -> study trial number
+        self.progress = progress
+        self._reported: dict[int, int] = {}  # study trial number -> last step recorded
         self._stale = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -159,9 +181,33 @@ class StudySearcher(Searcher):
         self._live[trial_id] = number
         return {"overrides": overrides_from_params(dict(params)), "optuna_number": number}
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Each epoch's validation accuracy, as the trial's intermediate value at that step (the learning
+        curve optuna-dashboard draws); each step once."""
+        number = self._live.get(trial_id)
+        if number is not None:
+            self._record_progress(number, result)
+
+    def _record_progress(self, number: int, result: dict) -> None:
+        if self.progress is None:
+            return
+        step_key, value_key = self.progress
+        step, value = result.get(step_key), result.get(value_key)
+        if not (isinstance(step, int) and step > self._reported.get(number, 0) and _finite(value)):
+            return
+        trial = optuna.trial.Trial(self.study, self.study.trials[number]._trial_id)
+        if len(self.study.directions) == 1:
+            trial.report(float(value), step)
+        else:  # Optuna keeps intermediate values for single-objective studies only: the curve as an attribute
+            curve = self.study.trials[number].user_attrs.get(CURVE_ATTR, [])
+            trial.set_user_attr(CURVE_ATTR, [*curve, [step, float(value)]])
+        self._reported[number] = step
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self._live.pop(trial_id, None)
         if number is not None:
+            if result:  # a scheduler's stop arrives here, not through on_trial_result: its epoch counts too
+                self._record_progress(number, result)
             tell(self.study, number, result, self.metrics, error, self.constraints)
 
     def save(self, checkpoint_path: str) -> None:

@@ -56,6 +56,19 @@ def test_asha_stops_trials_as_pruned_and_the_front_holds_only_completed_non_domi
         assert state[int(r["slot"].split("-")[1])] == optuna.trial.TrialState.PRUNED, r["slot"]
     for r in done:
         assert state[int(r["slot"].split("-")[1])] == optuna.trial.TrialState.COMPLETE, r["slot"]
+    # what optuna-dashboard shows: metric names, each trial's row identity, its learning curve
+    from search.study import CURVE_ATTR
+
+    assert study.metric_names == ["val_accuracy", "remaining_params"]
+    by_number = {t.number: t for t in study.trials}
+    for r in rows:
+        t = by_number[int(r["slot"].split("-")[1])]
+        assert t.user_attrs["slot"] == r["slot"] and t.user_attrs["mlflow_run_id"] == r["mlflow_run_id"]
+        assert t.user_attrs.get(CURVE_ATTR), r["slot"]  # per-epoch validation accuracy (multi-objective: an attr)
+    for r in done:
+        t = by_number[int(r["slot"].split("-")[1])]
+        assert t.user_attrs["test_accuracy"] == r["test_accuracy"]
+        assert t.user_attrs["achieved_sparsity"] == r["achieved_sparsity"]
 
     front = pq.read_table(out / "pareto.parquet").to_pylist()
     assert front and {r["slot"] for r in front} <= {r["slot"] for r in done}

@@ -78,3 +78,30 @@ def test_the_same_metric_twice_is_not_two_objectives():
                                               {"metric": "val_accuracy", "mode": "min"}])
     OptunaConfig(space=space, objectives=[{"metric": "val_accuracy", "mode": "max"},
                                           {"metric": "density", "mode": "min"}])
+
+
+@pytest.mark.parametrize("objectives", [["val_accuracy"], ["val_accuracy", "density"]])
+def test_the_study_names_its_metrics_and_records_rows_and_curves(tmp_path, objectives):
+    """What optuna-dashboard shows: metric names, each trial's slot / MLflow run / accuracies, and its
+    per-epoch validation accuracy (intermediate values; an attribute in a multi-objective study)."""
+    from search.study import CURVE_ATTR, open_study
+
+    study = open_study(str(tmp_path / "optuna.db"), "s", ["max"] * len(objectives), "random", 0, metrics=objectives)
+    space = {"prune.sparsity": optuna.distributions.FloatDistribution(0.5, 0.9)}
+    searcher = StudySearcher(study, space, objectives, 2, progress=("progress_step", "progress_val_accuracy"))
+    searcher.suggest("a")
+    for step, acc in ((1, 0.5), (1, 0.5), (2, 0.7)):  # a repeated step is recorded once
+        searcher.on_trial_result("a", {"progress_step": step, "progress_val_accuracy": acc})
+    row = {"status": "ok", "slot": "optuna-0", "mlflow_run_id": "abc", "test_accuracy": 0.71, "val_accuracy": 0.7,
+           "achieved_sparsity": 0.6, "density": 0.4}
+    searcher.on_trial_complete("a", row)
+    loaded = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert loaded.metric_names == objectives
+    t = loaded.trials[0]
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    assert {k: t.user_attrs[k] for k in ("slot", "mlflow_run_id", "test_accuracy", "achieved_sparsity")} == {
+        "slot": "optuna-0", "mlflow_run_id": "abc", "test_accuracy": 0.71, "achieved_sparsity": 0.6}
+    if len(objectives) == 1:
+        assert t.intermediate_values == {1: 0.5, 2: 0.7}
+    else:
+        assert t.user_attrs[CURVE_ATTR] == [[1, 0.5], [2, 0.7]]
