@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict
 
 from training.registry import Registry, origin_of
 
+from .counts import COUNT_RULES
+
 ALL_ABLATIONS = frozenset({"shuffle", "reinit", "invert"})
 IMP_ABLATIONS = frozenset({"shuffle", "reinit"})  # no scores to invert in an iterative search
 NO_ABLATIONS: frozenset[str] = frozenset()
@@ -98,9 +100,8 @@ def register_method(name: str, *, options: type[MethodOptions] | None = None, pl
     bad = sorted((ablations or frozenset()) - ALL_ABLATIONS)
     if bad:
         raise ValueError(f"method {name!r}: unknown ablations {bad}; allowed: {', '.join(sorted(ALL_ABLATIONS))}")
-    if count_rule not in ("round", "floor", "ceil", "complement_floor"):  # pruning.select.COUNT_RULES
-        raise ValueError(f"method {name!r}: unknown count_rule {count_rule!r}; allowed: round, floor, ceil, "
-                         "complement_floor")
+    if count_rule not in COUNT_RULES:
+        raise ValueError(f"method {name!r}: unknown count_rule {count_rule!r}; allowed: {', '.join(COUNT_RULES)}")
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"method {name!r}: version must be an int >= 1, got {version!r}")
 

@@ -1,4 +1,4 @@
-"""Turn scores into a mask that keeps exactly round(d*N) weights.
+"""Turn scores into a mask that keeps exactly round(d*N) weights (or a method's reference count, ``pruning.counts``).
 
 ``topk`` on float64 scores with already-pruned entries at -inf, never ``score > kthvalue``: ties at
 the threshold would overshoot the target (Synaptic-Flow issue #12), and pruned weights must not be
@@ -6,33 +6,15 @@ revived by an iterative scorer.
 """
 from __future__ import annotations
 
-import math
 from typing import Literal, Mapping
 
 import torch
 
+from .counts import COUNT_RULES, kept_count  # noqa: F401 (re-exported)
 from .mask import Mask
 from .structure import HeadGroup
 
 Scope = Literal["global", "layerwise"]
-
-
-# How many of N weights a density d keeps. 'round' is this project's rule (exactly round(d*N)); the
-# others are the rules of the methods' reference code, for reproducing a published mask exactly
-# (``prune.count_rule: reference``; each method registers its own).
-COUNT_RULES = {
-    "round": lambda d, n: int(round(d * n)),
-    "floor": lambda d, n: int(d * n),  # FORCE / iterative SNIP (naver/force): int(keep_ratio * N)
-    "ceil": lambda d, n: int(math.ceil(d * n)),  # ProsPr (mil-ad/prospr)
-    "complement_floor": lambda d, n: n - int((1.0 - d) * n),  # Synaptic-Flow, NTK-SAP: prune int((1-d)N)
-}
-
-
-def kept_count(density: float, total: int, rule: str = "round") -> int:
-    try:
-        return min(total, max(0, COUNT_RULES[rule](density, total)))
-    except KeyError:
-        raise ValueError(f"unknown count rule {rule!r}; allowed: {', '.join(COUNT_RULES)}") from None
 
 
 def _masked_scores(scores: Mapping[str, torch.Tensor], current: Mask | None) -> dict[str, torch.Tensor]:
