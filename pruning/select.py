@@ -1,4 +1,5 @@
-"""Turn scores into a mask that keeps exactly round(d*N) weights (or a method's reference count, ``pruning.counts``).
+"""Turn scores into a mask that keeps exactly round(d*N) weights (or the count a method's reference code
+keeps: ``pruning.counts``).
 
 ``topk`` on float64 scores with already-pruned entries at -inf, never ``score > kthvalue``: ties at
 the threshold would overshoot the target (Synaptic-Flow issue #12), and pruned weights must not be
