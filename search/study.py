@@ -11,6 +11,7 @@ Optuna as FAIL or PRUNED, never as COMPLETE with partial values.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import optuna
@@ -63,7 +64,9 @@ def open_study(path: str, name: str, modes: list[str], sampler: str, seed: int |
         raise ValueError(f"the study {name!r} in {path} has directions "
                          f"{[d.name.lower() for d in study.directions]}, this sweep asks for {directions}")
     if metrics is not None and study.metric_names != list(metrics):
-        study.set_metric_names(list(metrics))
+        with warnings.catch_warnings():  # "experimental" since 3.2, stable in use; not the user's concern
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(metrics))
     return study
 
 
