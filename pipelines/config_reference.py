@@ -54,7 +54,8 @@ def _constraints(info: FieldInfo) -> str:
     return ", ".join(words)
 
 
-def _default_value(info: FieldInfo) -> Any:
+def field_default(info: FieldInfo) -> Any:
+    """A field's default (its factory called), or ``PydanticUndefined`` for a required field."""
     if info.default_factory is not None:
         try:
             return info.default_factory()
@@ -65,7 +66,7 @@ def _default_value(info: FieldInfo) -> Any:
 
 def _default(info: FieldInfo, inherited: Any = PydanticUndefined) -> str:
     """The field's default, or the one its section's own default gives it (``prune.small_train``)."""
-    value = inherited if inherited is not PydanticUndefined else _default_value(info)
+    value = inherited if inherited is not PydanticUndefined else field_default(info)
     if inherited is PydanticUndefined and info.is_required():
         return "**required**"
     if value is PydanticUndefined:
@@ -91,7 +92,7 @@ def _rows(model: type[BaseModel], prefix: str, defaults: BaseModel | None = None
         inherited = getattr(defaults, name) if defaults is not None else PydanticUndefined
         rows.append(f"| `{path}` | {_type_name(info.annotation)} | {_default(info, inherited)} | "
                     f"{_constraints(info)} | {doc} |")
-        value = inherited if inherited is not PydanticUndefined else _default_value(info)
+        value = inherited if inherited is not PydanticUndefined else field_default(info)
         for sub in _models_in(info.annotation):
             if sub is not model and typing.get_origin(info.annotation) not in (dict, list):
                 rows += _rows(sub, f"{path}.", value if isinstance(value, sub) else None)
@@ -162,11 +163,11 @@ def _distill_options() -> dict[str, type[BaseModel]]:
     only the reference and ``prunetune list`` load them); methods sharing a model share a table."""
     from distill.config import DISTILL_METHODS, DISTILLER_DECLS
 
-    from .list_cmd import _resolve
+    from training.registry import load_attr
 
     by_model: dict[type[BaseModel], list[str]] = {}
     for name in DISTILL_METHODS:
-        by_model.setdefault(_resolve(DISTILLER_DECLS.get(name)), []).append(name)
+        by_model.setdefault(load_attr(DISTILLER_DECLS.get(name)), []).append(name)
     return {", ".join(names): cls for cls, names in by_model.items()}
 
 

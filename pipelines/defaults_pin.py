@@ -24,14 +24,13 @@ PIN = Path(__file__).resolve().parents[1] / "tests" / "defaults_pin.json"
 
 def defaults(model: type[BaseModel]) -> dict[str, Any]:
     """Every field's default as JSON (nested models dumped whole; required fields marked)."""
+    from .config_reference import field_default
+
     out: dict[str, Any] = {}
     for name, info in model.model_fields.items():
-        if info.default_factory is not None:
-            value = info.default_factory()
-        elif info.default is PydanticUndefined:
+        value = field_default(info)
+        if value is PydanticUndefined:
             value = "<required>"
-        else:
-            value = info.default
         if isinstance(value, BaseModel):
             value = value.model_dump(mode="json")
         out[name] = json.loads(json.dumps(value, default=str))
@@ -56,7 +55,7 @@ def fingerprint() -> dict[str, dict[str, Any]]:
     from pruning.registry import METHODS
     from training.settings import DATASET_DECLS, DATASET_NAMES, MODEL_DECLS, MODEL_OPTIONS, DataConfig, TrainConfig
 
-    from .list_cmd import _resolve
+    from training.registry import load_attr
 
     out: dict[str, dict[str, Any]] = {}
     for section, model in (("data", DataConfig), ("train", TrainConfig), ("prune", PruneConfig),
@@ -75,7 +74,7 @@ def fingerprint() -> dict[str, dict[str, Any]]:
         decl = DATASET_DECLS.get(name)
         out[f"dataset:{name}"] = {"defaults": defaults(decl.options), "versions": {"dataset": decl.version}}
     for name in DISTILL_METHODS:
-        out[f"distiller:{name}"] = {"defaults": defaults(_resolve(DISTILLER_DECLS.get(name))),
+        out[f"distiller:{name}"] = {"defaults": defaults(load_attr(DISTILLER_DECLS.get(name))),
                                     "versions": _stage_versions("distill")}
     return out
 

@@ -4,7 +4,6 @@ moment it is installed (entry points) or named with ``--plugin``."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Any
 
@@ -24,26 +23,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _options(model: type[BaseModel] | None) -> list[str]:
-    if model is None:
-        return []
-    out = []
-    for name, info in model.model_fields.items():
-        if info.default_factory is not None:
-            default: Any = info.default_factory()
-        elif info.default is PydanticUndefined:
-            default = "required"
-        else:
-            default = info.default
-        out.append(f"      {name} = {default!r}" + (f"  # {info.description}" if info.description else ""))
-    return out
+def option_rows(model: type[BaseModel] | None) -> list[tuple[str, Any, str]]:
+    """(name, default, description) of each option ("required" where there is no default)."""
+    from .config_reference import field_default
 
-
-def _resolve(options: Any) -> type[BaseModel] | None:
-    if isinstance(options, str):  # a built-in distiller's "module:Class", imported only here
-        module, _, attr = options.partition(":")
-        return getattr(importlib.import_module(module), attr)
-    return options
+    rows = []
+    for name, info in (model.model_fields if model is not None else {}).items():
+        default = field_default(info)
+        rows.append((name, "required" if default is PydanticUndefined else default, info.description or ""))
+    return rows
 
 
 def entries(kind: str) -> list[tuple[str, str, str, type[BaseModel] | None]]:
@@ -73,7 +61,9 @@ def entries(kind: str) -> list[tuple[str, str, str, type[BaseModel] | None]]:
         return rows
     from distill.config import DISTILLER_DECLS
 
-    return [(n, DISTILLER_DECLS.origin(n), "", _resolve(DISTILLER_DECLS.get(n)))
+    from training.registry import load_attr
+
+    return [(n, DISTILLER_DECLS.origin(n), "", load_attr(DISTILLER_DECLS.get(n)))
             for n in DISTILLER_DECLS.names(installed=True)]
 
 
@@ -86,8 +76,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{kind}:")
             for name, origin, summary, options in entries(kind):
                 print(f"  {name}  [{origin}]" + (f"  {summary}" if summary else ""))
-                for line in _options(options):
-                    print(line)
+                for option, default, doc in option_rows(options):
+                    print(f"      {option} = {default!r}" + (f"  # {doc}" if doc else ""))
     except (PluginError, ImportError) as exc:
         print(f"prunetune: error: {exc}", file=sys.stderr)
         return 2

@@ -30,9 +30,9 @@ def _count(spec) -> str:
 
 
 def _options(spec) -> str:
-    from .list_cmd import _options as option_lines
+    from .list_cmd import option_rows
 
-    return "<br>".join(f"`{line.strip().split('  #')[0]}`" for line in option_lines(spec.options))
+    return "<br>".join(f"`{name} = {default!r}`" for name, default, _ in option_rows(spec.options))
 
 
 def render() -> str:

@@ -20,13 +20,12 @@ the built-in ones): a function of ``TrialSettings`` returning the stages that ma
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from training.registry import Registry, origin_of
+from training.registry import Registry, load_attr, origin_of
 
 from .counts import COUNT_RULES
 
@@ -74,10 +73,7 @@ class MethodSpec:
         return " ".join(doc.strip().split("\n\n")[0].split())
 
     def resolve_plan(self) -> Callable:
-        if callable(self.plan):
-            return self.plan
-        module, _, attr = str(self.plan).partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return load_attr(self.plan)
 
     def parse_options(self, options: dict[str, Any]) -> MethodOptions:
         return self.options.model_validate(options)

@@ -8,7 +8,7 @@ built-ins imports no plugin, and a plugin that is installed needs no line in the
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -98,6 +98,14 @@ class Registry(Generic[T]):
         self._ensure_builtins()
         self._from_entry_point(name)
         return name in self._items
+
+
+def load_attr(ref: Any) -> Any:
+    """A "module:attr" reference imported (a lazily declared built-in), or the object itself."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def entry_points(group: str) -> list:
