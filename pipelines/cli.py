@@ -122,14 +122,10 @@ def cmd_store(args: argparse.Namespace) -> int:
     if "://" not in uri and not (Path(uri) / "stages").is_dir() and not (Path(uri) / "index").is_dir():
         return _fail(f"{args.dir} is neither a sweep's output directory (no sweep.json) nor a stage store "
                      "(no stages/ or index/)")
-    from training.stage import STAGES
+    from .trial import stage_names
 
-    import pruning.stages  # noqa: F401 (registers the stage names)
-    import pruning.export_stage  # noqa: F401
-    import distill.stage  # noqa: F401
-
-    if args.stage is not None and args.stage not in STAGES:
-        return _fail(f"--stage {args.stage!r}: no such stage; allowed: {', '.join(STAGES.names())}")
+    if args.stage is not None and args.stage not in stage_names():
+        return _fail(f"--stage {args.stage!r}: no such stage; allowed: {', '.join(stage_names())}")
     rows = [r for r in ArtifactStore(uri).index() if args.stage in (None, r["stage"])]
     if not rows:
         print(f"no stage runs in {uri}" + (f" for stage {args.stage}" if args.stage else ""))

@@ -267,6 +267,17 @@ def import_plugins(raw: dict, context: str = "") -> list[str]:
         raise ConfigError(f"invalid config{context}:\n  {exc}") from None
 
 
+def absolute_plugin_paths(raw: dict, config_path: str | Path) -> dict:
+    """``plugin_paths`` made absolute against the config's directory (the default when unset): resumes and
+    workers read a copy of the config, elsewhere."""
+    if raw.get("plugins"):
+        here = Path(config_path).resolve().parent
+        given = raw.get("plugin_paths", [str(here)])
+        if isinstance(given, list):
+            raw["plugin_paths"] = [str((here / p).resolve()) if isinstance(p, str) else p for p in given]
+    return raw
+
+
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_DEPTH = 32
 
@@ -335,12 +346,7 @@ def load_experiment(path: str | Path, sets: list[str] = (), variant: str | None 
     Returns the validated config and the raw (overridden) dict that trials are built from; ``variants``
     is dropped from it, since the sweep runs exactly one of them (or none).
     """
-    raw = read_yaml(path)
-    if raw.get("plugins"):  # absolute: resumes and workers read a copy of the config, elsewhere
-        here = Path(path).resolve().parent
-        given = raw.get("plugin_paths", [str(here)])
-        if isinstance(given, list):
-            raw["plugin_paths"] = [str((here / p).resolve()) if isinstance(p, str) else p for p in given]
+    raw = absolute_plugin_paths(read_yaml(path), path)
     variants = raw.get("variants") or {}
     if variant is not None:
         if not isinstance(variants, dict) or variant not in variants:

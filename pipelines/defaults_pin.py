@@ -39,13 +39,10 @@ def defaults(model: type[BaseModel]) -> dict[str, Any]:
 
 def _stage_versions(section: str, field: str | None = None) -> dict[str, int]:
     """The stages reading a whole section, or (with ``field``) that field of it, with their versions."""
-    import distill.stage  # noqa: F401 (registers its stages)
-    import pruning.export_stage  # noqa: F401
-    import pruning.stages  # noqa: F401
-    from training.stage import STAGES
+    from .trial import stage_names
 
     wanted = {section} | ({f"{section}.{field}"} if field else set())
-    return {n: STAGES.get(n).version for n in STAGES.names() if wanted & set(STAGES.get(n).reads)}
+    return {n: cls.version for n, cls in stage_names().items() if wanted & set(cls.reads)}
 
 
 def fingerprint() -> dict[str, dict[str, Any]]:

@@ -47,14 +47,15 @@ def add_parser(sub) -> None:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from .cli import _fail
-    from .config import ConfigError, apply_override, format_validation_error, import_plugins, parse_override, read_yaml
+    from .config import (
+        ConfigError, absolute_plugin_paths, apply_override, format_validation_error, import_plugins, parse_override,
+        read_yaml,
+    )
 
     try:
-        raw = read_yaml(args.config)
+        raw = absolute_plugin_paths(read_yaml(args.config), args.config)
         for text in args.set or []:
             raw = apply_override(raw, *parse_override(text))
-        if raw.get("plugins") and "plugin_paths" not in raw:
-            raw["plugin_paths"] = [str(Path(args.config).resolve().parent)]
         import_plugins(raw)
         cfg = DistillRunConfig.model_validate(raw)
     except ConfigError as exc:

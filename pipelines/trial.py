@@ -42,6 +42,13 @@ class TrialGraph:
         return walk(self.evaluate) + ([self.export] if self.export is not None else [])
 
 
+def stage_names() -> dict[str, type[Stage]]:
+    """Every stage a trial can hold (importing this module registers them all), name -> class."""
+    from training.stage import STAGES
+
+    return {n: STAGES.get(n) for n in STAGES.names()}
+
+
 def trial_graph(cfg: ExperimentConfig) -> TrialGraph:
     plan = plan_method(TrialSettings(cfg.seed, cfg.data, cfg.model, cfg.train, cfg.prune))
     if plan.trained:  # train-time pruning already trained the masked net: evaluate it as it is

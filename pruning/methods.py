@@ -1,7 +1,7 @@
 """The plans of the built-in methods that are not plain pruning at init, and what every plan shares.
 
-Each method is registered (``pruning.registry.register_method``, built-ins in ``pruning.builtin_methods``
-and ``pruning/scorers/``); a method's ``plan`` turns a trial's settings into stages (``pruning.stages``, ``training.stage``): the
+Each method is registered (``pruning.registry.register_method``: built-ins in ``pruning.builtin_methods``
+and ``pruning/scorers/``); a method's ``plan`` turns a trial's settings into stages (``pruning.stages``): the
 stage that produces its mask, the state the survivors are rewound to, and the stages whose cost is
 the search's. The pipeline then retrains and evaluates every method the same way, which is what makes
 them comparable, and never looks inside a method. Validation (which ablations apply), the stage keys
@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-
 from distill.methods import DistillConfig
 from distill.stage import Distill
 from training.data import DataConfig
@@ -22,8 +21,8 @@ from training.trainer import TrainConfig
 
 from .config import PruneConfig
 from .imp import level_densities
+from .at_init import build_scorer, mask_at_init, scoring_batches  # noqa: F401 (re-exported)
 from .registry import METHODS, MethodSpec, get_method, method_names  # noqa: F401 (re-exported)
-from .scorers import SCORERS, Scorer, ScoringBatches  # noqa: F401
 from .stages import (  # noqa: F401
     AT_INIT_FIELDS, ImpLevel, ImpMask, PdpMask, PostTrainMask, Pretrain, ScoreMask, small_set_augment,
 )
@@ -52,10 +51,6 @@ class MethodPlan:
     @property
     def trained(self) -> bool:
         return self.start is None
-
-
-def allowed_ablations(prune: PruneConfig) -> frozenset[str]:
-    return get_method(prune.method).ablations
 
 
 def plan_method(t: TrialSettings) -> MethodPlan:
@@ -150,9 +145,6 @@ def plan_distilled_imp(t: TrialSettings) -> MethodPlan:
 
 def plan_imp_subset(t: TrialSettings) -> MethodPlan:
     return _plan_small_set_imp(t, subset_config(t.prune.distill))
-
-
-from .at_init import build_scorer, mask_at_init, scoring_batches  # noqa: E402,F401 (re-exported)
 
 
 def subset_config(dcfg: DistillConfig) -> DistillConfig:

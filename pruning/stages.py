@@ -26,17 +26,20 @@ from training.trainer import TrainConfig, Trainer, TrainState, resolve_device, s
 from .ablations import invert_scores, reinitialize, shuffle_mask
 from .config import PruneConfig
 from .mask import Mask
+from .at_init import ABLATION_SEED_OFFSET  # shuffle and reinit draw from seed + this
 from .registry import get_method
 from .select import select_topk
 
-from .at_init import ABLATION_SEED_OFFSET  # noqa: E402 (shuffle and reinit draw from seed + this)
-
-
-MASK_ABLATIONS = ("shuffle", "invert")
+MASK_ABLATIONS = ("shuffle", "invert")  # the ablations that change a mask (reinit changes the retrain)
 # What every pruning-at-init mask reads besides its method's own options (and examples_per_class when the
 # method needs data).
 AT_INIT_FIELDS = ("sparsity", "scope", "ignore", "allocation", "layer_densities", "channel_keep", "head_keep",
-                  "rounds", "schedule", "ablation", "count_rule")  # the ablations that change a mask (reinit changes the retrain)
+                  "rounds", "schedule", "ablation", "count_rule")
+
+
+def prune_reads(fields: tuple[str, ...], *more: str) -> tuple[str, ...]:
+    """A stage's ``reads`` from the prune fields its key holds (plus other sections it reads)."""
+    return tuple(f"prune.{f}" for f in fields) + more
 
 
 def prune_settings(prune: PruneConfig, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -103,7 +106,8 @@ class Pretrain(Stage):
     """
 
     name: ClassVar[str] = "pretrain"
-    reads: ClassVar[tuple[str, ...]] = ("data", "model", "train", "prune.rewind_step", "prune.small_train", "prune.small_augment")
+    reads: ClassVar[tuple[str, ...]] = ("data", "model", "train", *prune_reads(("rewind_step", "small_train",
+                                                                              "small_augment")))
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
@@ -184,13 +188,13 @@ class ImpLevel(Stage):
     sweep shares these levels; only the final mask depends on the target (``ImpMask``)."""
 
     name: ClassVar[str] = "imp_level"
-    reads: ClassVar[tuple[str, ...]] = tuple(f"prune.{f}" for f in ("prune_fraction", "scope", "ignore", "search_epochs"))
     level: int
     previous: Stage  # level L-1, or the pretrain for L = 1
     pretrain: Pretrain
     prune: PruneConfig
 
     FIELDS: ClassVar[tuple[str, ...]] = ("prune_fraction", "scope", "ignore")
+    reads: ClassVar[tuple[str, ...]] = prune_reads(FIELDS)
 
     def settings(self) -> dict[str, Any]:
         return {"level": self.level, **prune_settings(self.prune, self.FIELDS)}
@@ -223,12 +227,12 @@ class ImpMask(Stage):
     magnitude pruning). The retrain stage trains it, like every other method's mask."""
 
     name: ClassVar[str] = "imp_mask"
-    reads: ClassVar[tuple[str, ...]] = tuple(f"prune.{f}" for f in ("sparsity", "scope", "ignore", "ablation"))
     source: Stage
     prune: PruneConfig
     seed: int
 
     FIELDS: ClassVar[tuple[str, ...]] = ("sparsity", "scope", "ignore", "ablation")
+    reads: ClassVar[tuple[str, ...]] = prune_reads(FIELDS)
 
     def settings(self) -> dict[str, Any]:
         s = prune_settings(self.prune, self.FIELDS)
@@ -265,7 +269,7 @@ class ScoreMask(Stage):
     density under the allocation (iteratively over ``rounds`` where the method does)."""
 
     name: ClassVar[str] = "mask"
-    reads: ClassVar[tuple[str, ...]] = tuple(f"prune.{f}" for f in (*AT_INIT_FIELDS, "examples_per_class"))
+    reads: ClassVar[tuple[str, ...]] = prune_reads((*AT_INIT_FIELDS, "examples_per_class"))
     method: str
     start: Pretrain  # until='rewind': theta_k
     prune: PruneConfig
@@ -343,12 +347,12 @@ class PdpMask(Stage):
     """Train-time pruning: the search is the training run; its hard-masked net is the result."""
 
     name: ClassVar[str] = "pdp"
-    reads: ClassVar[tuple[str, ...]] = ("prune.sparsity", "prune.ignore", "prune.pdp", "train")
     start: Pretrain  # the init
     prune: PruneConfig
     seed: int
 
     FIELDS: ClassVar[tuple[str, ...]] = ("sparsity", "ignore", "pdp")
+    reads: ClassVar[tuple[str, ...]] = prune_reads(FIELDS, "train")
 
     def settings(self) -> dict[str, Any]:
         return {**prune_settings(self.prune, self.FIELDS), **method_version("pdp"), "train": canonical(self.start.train),
@@ -391,13 +395,13 @@ class PostTrainMask(Stage):
     weights (SparseGPT changes the survivors), which the one-shot result is evaluated on."""
 
     name: ClassVar[str] = "posttrain"
-    reads: ClassVar[tuple[str, ...]] = ("prune.sparsity", "prune.ignore", "prune.examples_per_class", "prune.post", "prune.retrain")
     method: str
     trained: Pretrain  # until='end'
     prune: PruneConfig
     seed: int  # which calibration examples
 
     FIELDS: ClassVar[tuple[str, ...]] = ("sparsity", "ignore", "examples_per_class", "post")
+    reads: ClassVar[tuple[str, ...]] = prune_reads(FIELDS)
 
     def settings(self) -> dict[str, Any]:
         return {"method": self.method, **prune_settings(self.prune, self.FIELDS), **method_version(self.method),
@@ -452,7 +456,7 @@ class Retrain(Stage):
     """
 
     name: ClassVar[str] = "retrain"
-    reads: ClassVar[tuple[str, ...]] = ('data', 'model', 'train')
+    reads: ClassVar[tuple[str, ...]] = ("data", "model", "train")
     mask: Stage
     start: Pretrain
     data: DataConfig
@@ -501,7 +505,7 @@ class Evaluate(Stage):
     against the mask (a pruned weight that is not zero is a bug, not a result)."""
 
     name: ClassVar[str] = "evaluate"
-    reads: ClassVar[tuple[str, ...]] = ('data', 'model')
+    reads: ClassVar[tuple[str, ...]] = ("data", "model")
     trained: Stage  # writes model.pt
     mask: Stage
     data: DataConfig
