@@ -72,8 +72,9 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
 
     from .config import ConfigError
     from .live import SweepView
-    from .results import render
+    from .results import error_lines
     from .runner import SweepInterrupted, run_sweep
+    from .summary import render_summary, summarize
 
     config_text = yaml.safe_dump(raw, sort_keys=False)
     try:
@@ -85,9 +86,12 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
               file=sys.stderr)
         return 130
     print()
-    print(render(outcome.rows))
+    print("mean ± std over seeds per point (every trial: results.parquet and the report):")
+    print("\n".join([render_summary(summarize(outcome.rows)), *error_lines(outcome.rows)]))
     print()
     print(f"results: {outcome.results_path}")
+    if outcome.summary_path is not None:
+        print(f"summary: {outcome.summary_path}")
     if outcome.report_path is not None:
         print(f"report: {outcome.report_path}")
     print(f"MLflow UI: prunetune ui {out_dir}")
@@ -99,12 +103,20 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
+    from .results import read_rows
+    from .summary import SUMMARY_FILE, summarize, write_summary
 
     out_dir = Path(args.dir).resolve()
     if not (out_dir / "results.parquet").is_file():
         return _fail(f"{out_dir} has no results.parquet: give the --out directory of a sweep that has run")
-    html_path, md_path, figures = build_report(out_dir)
-    print(f"report: {html_path}\nmarkdown: {md_path}\nfigures: {', '.join(f.path.name for f in figures)}")
+    try:
+        rows = read_rows(out_dir / "results.parquet")
+    except ValueError as exc:
+        return _fail(str(exc))
+    summary = write_summary(summarize(rows), out_dir / SUMMARY_FILE)
+    html_path, md_path, figures = build_report(out_dir, rows)
+    print(f"report: {html_path}\nmarkdown: {md_path}\nsummary: {summary}\n"
+          f"figures: {', '.join(f.path.name for f in figures)}")
     return 0
 
 

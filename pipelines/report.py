@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pruning.collapse import NEAR_COLLAPSE_FRACTION
+
 FIGURES_DIR = "figures"
 
 
@@ -45,6 +47,10 @@ class SweepData:
     def ok(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r.get("status") == "ok"]
 
+    @property
+    def styles(self) -> dict[str, tuple[str, str]]:
+        return method_styles(self.rows)
+
 
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
@@ -61,19 +67,102 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": legends placed beside the axes are kept
     _plt().close(fig)
     return path
 
 
-def _density_axis(ax, xlabel: str, ylabel: str) -> None:
-    """Density on a log axis, decreasing to the right (more pruning further along), as the papers plot it."""
+# ------------------------------------------------------------------------------------------ styles, axes
+DENSE_STYLE = ("#000000", "s")
+_MARKERS = "oD^vsP*Xph<>"
+
+
+def method_styles(rows: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """Method -> (colour, marker), the same in every figure of a report: from the sorted method names of
+    every trial (failed ones too, so a method that failed everywhere does not shift the others)."""
+    from matplotlib import colormaps
+
+    methods = sorted({str(r["method"]) for r in rows if r.get("method")} - {"dense"})
+    palette = colormaps["tab10" if len(methods) <= 10 else "tab20"].colors
+    styles = {m: (_hex(palette[i % len(palette)]), _MARKERS[i % len(_MARKERS)]) for i, m in enumerate(methods)}
+    return {**styles, "dense": DENSE_STYLE}
+
+
+def _hex(rgb) -> str:
+    return "#" + "".join(f"{round(c * 255):02x}" for c in rgb[:3])
+
+
+def _plain(v: float) -> str:
+    """A tick label without scientific notation: 0.05, 0.9, 300, 12k, 3.4M."""
+    if v == 0:
+        return "0"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def _spread_ticks(values: list[float], max_ticks: int = 9) -> list[float]:
+    """At most ``max_ticks`` of the values, far enough apart on a log axis for their labels to fit."""
+    values = sorted({v for v in values if v > 0})
+    if len(values) <= 1:
+        return values
+    gap = (math.log10(values[-1]) - math.log10(values[0])) / (max_ticks - 1)
+    kept = [values[0]]
+    for v in values[1:]:
+        if math.log10(v) - math.log10(kept[-1]) >= gap * 0.999:
+            kept.append(v)
+    if kept[-1] != values[-1]:
+        kept[-1] = values[-1]  # the extreme point (the sweep's highest sparsity) always labelled
+    return kept
+
+
+def _density_axis(ax, densities: list[float], xlabel: str, ylabel: str) -> None:
+    """Density on a log axis, decreasing to the right (more pruning further along), as the papers plot
+    it; ticks at the swept densities, in plain numbers."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     ax.set_xscale("log")
-    ax.invert_xaxis()
+    ticks = _spread_ticks(densities)
+    if ticks:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _plain(v)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        lo, hi = min(ticks), max(ticks)
+        pad = 10 ** (0.06 * max(math.log10(hi / lo), 0.5))
+        ax.set_xlim(hi * pad, lo / pad)  # decreasing: more pruning to the right
+    else:
+        ax.invert_xaxis()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
+
+
+def _log_cost_axis(axis, values: list[float]) -> None:
+    """A log axis with a few plain labels (12k, 3.4M), never the crowded minor labels of a short range."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    positive = [v for v in values if v > 0]
+    decades = math.log10(max(positive) / min(positive)) if positive else 0.0
+    subs = (1.0, 2.0, 5.0) if decades < 1.5 else (1.0, 3.0) if decades < 3 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _plain(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _accuracy_limits(ax, values: list[float]) -> None:
+    """From the data, so that the region where methods differ is not squashed into a corner."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    pad = max(0.05 * (hi - lo), 0.01)
+    ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+
+
+def _legend(ax) -> None:
+    """Beside the axes (never over the data), in a readable size."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
 
 
 def _density(r: dict) -> float | None:
@@ -83,42 +172,58 @@ def _density(r: dict) -> float | None:
     return d
 
 
+def _dense_band(ax, data: "SweepData") -> list[float]:
+    """The dense baseline: its mean test accuracy as a line and its std over seeds as a band."""
+    dense = [a for a in (_num(r.get("test_accuracy")) for r in data.ok if r.get("method") == "dense")
+             if a is not None]
+    if not dense:
+        return []
+    mean = statistics.fmean(dense)
+    std = statistics.stdev(dense) if len(dense) > 1 else 0.0
+    ax.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"dense (n={len(dense)})")
+    if std:
+        ax.axhspan(mean - std, mean + std, color="black", alpha=0.08, linewidth=0)
+    return [mean - std, mean + std]
+
+
 # ------------------------------------------------------------------------------------------ figures
 def accuracy_vs_density(data: SweepData, path: Path) -> Path | None:
     """Mean and std over seeds per method and target density (grid), search trials as points, the
-    dense baseline as a line: the pruning papers' main plot."""
+    dense baseline as a line with its spread: the pruning papers' main plot."""
     plt = _plt()
     grid: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     search: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    dense = []
     for r in data.ok:
         acc, d = _num(r.get("test_accuracy")), _density(r)
-        if acc is None or d is None:
+        if acc is None or d is None or r.get("method") == "dense":
             continue
-        if r.get("method") == "dense":
-            dense.append(acc)
-        elif r.get("phase") == "grid":
-            grid[r["method"]][round(float(r["target_sparsity"]), 6)].append(acc)
+        if r.get("phase") == "grid":
+            grid[r["method"]][round(1.0 - float(r["target_sparsity"]), 6)].append(acc)
         else:
             search[r["method"]].append((d, acc))
-    if not grid and not search and not dense:
+    if not grid and not search and not any(r.get("method") == "dense" for r in data.ok):
         return None
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    shown: list[float] = _dense_band(ax, data)
     for method in sorted(grid):
+        colour, marker = data.styles[method]
         pts = sorted(grid[method].items(), reverse=True)
-        xs = [1.0 - s for s, _ in pts]
+        xs = [d for d, _ in pts]
         means = [statistics.fmean(a) for _, a in pts]
         stds = [statistics.stdev(a) if len(a) > 1 else 0.0 for _, a in pts]
-        line, = ax.plot(xs, means, marker="o", label=f"{method} (grid, n={max(len(a) for _, a in pts)} seeds)")
+        ax.plot(xs, means, marker=marker, color=colour, label=f"{method} (n={max(len(a) for _, a in pts)})")
         ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                        color=line.get_color(), alpha=0.15)
+                        color=colour, alpha=0.15, linewidth=0)
+        shown += [m - s for m, s in zip(means, stds)] + [m + s for m, s in zip(means, stds)]
     for method in sorted(search):
+        colour, _ = data.styles[method]
         xs, ys = zip(*search[method])
-        ax.scatter(xs, ys, marker="x", s=40, label=f"{method} (search)")
-    if dense:
-        ax.axhline(statistics.fmean(dense), color="black", linestyle="--", label="dense")
-    _density_axis(ax, "density (fraction of prunable weights kept, log)", "test accuracy")
-    ax.legend(fontsize=7)
+        ax.scatter(xs, ys, marker="x", s=40, color=colour, label=f"{method} (search)")
+        shown += ys
+    densities = [d for m in grid.values() for d in m] or [d for pts in search.values() for d, _ in pts]
+    _density_axis(ax, densities, "density (fraction of prunable weights kept, log)", "test accuracy")
+    _accuracy_limits(ax, shown)
+    _legend(ax)
     return _save(fig, path)
 
 
@@ -141,24 +246,29 @@ def accuracy_vs_cost(data: SweepData, path: Path) -> Path | None:
                if any(_num(r.get(c)) is not None for r in data.ok)]
     if not axes_of:
         return None
-    fig, axes = plt.subplots(1, len(axes_of), figsize=(5 * len(axes_of), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(axes_of), figsize=(4.6 * len(axes_of), 4), squeeze=False)
     for ax, (col, label) in zip(axes[0], axes_of):
-        by_method: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        by_method: dict[tuple[str, bool], list[tuple[float, float]]] = defaultdict(list)
         for r in data.ok:
             x, y = _num(r.get(col)), _num(r.get("test_accuracy"))
             if x is not None and y is not None:
-                by_method[f"{r['method']} ({r.get('phase')})"].append((x, y))
-        for name in sorted(by_method):
-            xs, ys = zip(*by_method[name])
-            ax.scatter(xs, ys, s=18, label=name, marker="x" if name.endswith("(optuna)") else "o")
-        front = pareto_front([p for pts in by_method.values() for p in pts])
+                by_method[(r["method"], r.get("phase") != "grid")].append((x, y))
+        for method, searched in sorted(by_method):
+            colour, marker = data.styles[method]
+            xs, ys = zip(*by_method[(method, searched)])
+            ax.scatter(xs, ys, s=22, color=colour, marker="x" if searched else marker,
+                       label=f"{method} (search)" if searched else method)
+        points = [p for pts in by_method.values() for p in pts]
+        front = pareto_front(points)
         if front:
             ax.step(*zip(*front), where="post", color="black", linewidth=1, label="Pareto front")
         ax.set_xscale("log")
+        _log_cost_axis(ax.xaxis, [x for x, _ in points])
+        _accuracy_limits(ax, [y for _, y in points])
         ax.set_xlabel(f"{label} (log)")
         ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3, which="both")
-    axes[0][0].legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    _legend(axes[0][-1])
     return _save(fig, path)
 
 
@@ -187,43 +297,89 @@ def search_front(data: SweepData, path: Path) -> Path | None:
         ax.set_xlabel(f"{mx} ({dx})")
         ax.set_ylabel(f"{my} ({dy})")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    _legend(axes[0][-1])
     return _save(fig, path)
+
+
+def _ticket_costs(r: dict) -> tuple[float, float, float, float]:
+    """(wall, passes) this trial cost the sweep (shared stages split among their users) and (wall,
+    passes) of its ticket found alone (every stage it needs, a small set's whole distillation)."""
+    def num(key: str) -> float:
+        return _num(r.get(key)) or 0.0
+
+    return (num("search_amortized_wall_time_s") + num("distill_amortized_wall_time_s"),
+            num("search_amortized_sample_passes") + num("distill_amortized_sample_passes"),
+            num("search_wall_time_s") + num("distill_wall_time_s"),
+            num("search_sample_passes") + num("distill_sample_passes"))
 
 
 def search_cost(data: SweepData, path: Path) -> Path | None:
-    """Time-to-ticket: what finding each mask cost (search wall-clock and sample passes; a distilled
-    set's cost alone and amortised over the trials that shared it)."""
+    """Time-to-ticket: what finding each mask cost, in wall-clock and in sample passes: solid, the
+    trial's share (a stage several trials used, such as the pre-training every at-init trial scores,
+    split among them); dotted, the same ticket found alone; search trials as crosses."""
     plt = _plt()
-    series: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    grid: dict[str, dict[float, list[tuple[float, float, float, float]]]] = defaultdict(lambda: defaultdict(list))
+    search: dict[str, list[tuple[float, tuple[float, float, float, float]]]] = defaultdict(list)
     for r in data.ok:
-        d = _density(r)
+        d = _point_density(r)
         if r.get("method") == "dense" or d is None:
             continue
-        wall = (_num(r.get("search_wall_time_s")) or 0.0) + (_num(r.get("distill_amortized_wall_time_s")) or 0.0)
-        passes = (_num(r.get("search_sample_passes")) or 0.0) + (_num(r.get("distill_amortized_sample_passes")) or 0.0)
-        alone = _num(r.get("distill_wall_time_s")) or 0.0
-        series[r["method"]].append((d, wall, passes, alone))
-    if not series:
+        if r.get("phase") == "grid":
+            grid[r["method"]][d].append(_ticket_costs(r))
+        else:
+            search[r["method"]].append((d, _ticket_costs(r)))
+    if not grid and not search:
         return None
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for method in sorted(series):
-        by_d: dict[float, list] = defaultdict(list)
-        for d, wall, passes, alone in series[method]:
-            by_d[round(d, 6)].append((wall, passes, alone))
+    methods = sorted(set(grid) | set(search))
+    for i, method in enumerate(methods):
+        colour, marker = data.styles[method]
+        dodge = 1.0 + 0.06 * (i - (len(methods) - 1) / 2)  # equal values (0 passes) stay visible side by side
+        by_d = grid.get(method, {})
         ds = sorted(by_d, reverse=True)
-        line, = a1.plot(ds, [statistics.fmean(w for w, _, _ in by_d[d]) for d in ds], marker="o", label=method)
-        a2.plot(ds, [statistics.fmean(p for _, p, _ in by_d[d]) for d in ds], marker="o", label=method,
-                color=line.get_color())
-        alone = [statistics.fmean(a for _, _, a in by_d[d]) for d in ds]
-        if any(alone):
-            a1.plot(ds, alone, linestyle=":", color=line.get_color(), label=f"{method}: distillation alone")
-    for ax, label in ((a1, "search wall-clock (s, distillation amortised)"), (a2, "search sample passes")):
-        _density_axis(ax, "density (log)", label)
-        ax.set_yscale("symlog", linthresh=1.0)
-        ax.set_ylim(bottom=0)
-    a1.legend(fontsize=7)
+        for ax, share, alone in ((a1, 0, 2), (a2, 1, 3)):
+            if ds:
+                mean_share = [statistics.fmean(c[share] for c in by_d[d]) for d in ds]
+                ax.plot([d * dodge for d in ds], mean_share, marker=marker, color=colour, label=method)
+                full = [statistics.fmean(c[alone] for c in by_d[d]) for d in ds]
+                if any(abs(f - m) > 1e-9 for f, m in zip(full, mean_share)):
+                    ax.plot([d * dodge for d in ds], full, linestyle=":", color=colour)
+            if search.get(method):
+                ax.scatter([d for d, _ in search[method]], [c[share] for _, c in search[method]], marker="x",
+                           s=40, color=colour, label=f"{method} (search)")
+    densities = [d for by_d in grid.values() for d in by_d] or [d for pts in search.values() for d, _ in pts]
+    costs = [c for by_d in grid.values() for cs in by_d.values() for c in cs] + \
+        [c for pts in search.values() for _, c in pts]
+    for ax, label, i in ((a1, "search wall-clock (s)", 0), (a2, "search sample passes", 1)):
+        _density_axis(ax, densities, "density (log)", label)
+        _zero_and_log_axis(ax, [c[j] for c in costs for j in (i, i + 2)])
+    a2.plot([], [], color="grey", linestyle=":", label="found alone")
+    _legend(a2)
     return _save(fig, path)
+
+
+def _zero_and_log_axis(ax, values: list[float]) -> None:
+    """Linear from 0 up to the smallest cost's decade, log above, ticks at 0 and each decade: zero-cost
+    methods (random, magnitude at init) sit on the floor, the others spread over their decades."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    positive = [v for v in values if v > 0]
+    floor = 10 ** math.floor(math.log10(min(positive))) if positive else 1.0
+    top = max(positive) if positive else 1.0
+    ax.set_yscale("symlog", linthresh=floor)
+    decades = [floor * 10 ** k for k in range(int(math.log10(top / floor)) + 2)]
+    ax.yaxis.set_major_locator(FixedLocator([0.0, *decades]))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _plain(v)))
+    ax.set_ylim(0, top * 1.5)
+
+
+def _point_density(r: dict) -> float | None:
+    """A grid trial at its target (the swept point, where the ticks are), a search trial where it landed."""
+    if r.get("phase") == "grid" and _num(r.get("target_sparsity")) is not None:
+        return round(1.0 - float(r["target_sparsity"]), 6)
+    d = _density(r)
+    return round(d, 6) if d is not None else None
 
 
 def chosen_sparsity(data: SweepData) -> float | None:
@@ -238,78 +394,107 @@ def chosen_sparsity(data: SweepData) -> float | None:
 
 
 def layer_density_heatmap(data: SweepData, path: Path, sparsity: float | None = None) -> Path | None:
-    """Per-layer density of each method's mask at one sparsity: layer collapse is a column of zeros."""
+    """Per-layer density of each method's mask at one sparsity: a collapsed layer (nothing kept) is
+    boxed red, a near-collapsed one (under NEAR_COLLAPSE_FRACTION of the mask's density) orange."""
+    from matplotlib.patches import Rectangle
+
     plt = _plt()
     sparsity = sparsity if sparsity is not None else chosen_sparsity(data)
     if sparsity is None:
         return None
-    per_method: dict[str, dict[str, float]] = {}
+    per_method: dict[str, tuple[dict[str, float], float]] = {}
     for r in data.ok:
         if r.get("phase") == "grid" and abs(float(r["target_sparsity"]) - sparsity) < 1e-6 \
                 and r["method"] not in per_method:
             layers = data.layer_density(r)
             if layers:
-                per_method[r["method"]] = layers
+                per_method[r["method"]] = (layers, _density(r) or 0.0)
     if not per_method:
         return None
-    layers = list(next(iter(per_method.values())))
+    layers = list(next(iter(per_method.values()))[0])
     methods = sorted(per_method)
-    values = [[per_method[m].get(layer, math.nan) for layer in layers] for m in methods]
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(layers) + 3), 0.45 * len(methods) + 2))
-    im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=max(1e-9, max(max(v) for v in values)))
+    values = [[per_method[m][0].get(layer, math.nan) for layer in layers] for m in methods]
+    top = max(1e-9, max(v for row in values for v in row if math.isfinite(v)))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(layers) + 3), 0.45 * len(methods) + 2))
+    im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=top)
     ax.set_xticks(range(len(layers)), [layer.removesuffix(".weight") for layer in layers], rotation=60,
                   ha="right", fontsize=7)
     ax.set_yticks(range(len(methods)), methods, fontsize=8)
-    for i, row in enumerate(values):
+    for i, (method, row) in enumerate(zip(methods, values)):
+        overall = per_method[method][1]
         for j, v in enumerate(row):
             ax.text(j, i, "0" if v == 0 else f"{v:.2g}", ha="center", va="center", fontsize=6,
-                    color="white" if v < 0.5 * max(max(r) for r in values) else "black")
-    ax.set_title(f"per-layer density at sparsity {sparsity:g}", fontsize=9)
+                    color="white" if v < 0.5 * top else "black")
+            edge = "red" if v == 0 else "orange" if v < NEAR_COLLAPSE_FRACTION * overall else None
+            if edge:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=edge, linewidth=2))
+    ax.set_title(f"per-layer density at sparsity {sparsity:g} (red: collapsed, orange: under "
+                 f"{NEAR_COLLAPSE_FRACTION:g} of the overall density)", fontsize=9)
     fig.colorbar(im, ax=ax, label="density")
     return _save(fig, path)
 
 
-def imp_levels(data: SweepData, path: Path) -> Path | None:
-    """Accuracy of every trained IMP level (real or small-set search), by density."""
-    plt = _plt()
-    curves: dict[str, list[dict]] = {}
+def deepest_level_curves(data: SweepData) -> dict[tuple[str, Any], list[dict]]:
+    """(method, seed) -> the level curve of that method's deepest trial for that seed (the most levels:
+    the target 0.5 trial's curve stops where the 0.95 one goes on)."""
+    deepest: dict[tuple[str, Any], dict] = {}
     for r in data.ok:
-        name = f"{r['method']} seed={r.get('seed')}"
-        if name in curves:
+        if not r.get("levels"):
             continue
-        levels = data.level_curve(r)
-        if levels:
-            curves[name] = levels
+        key = (r["method"], r.get("seed"))
+        if key not in deepest or r["levels"] > deepest[key]["levels"]:
+            deepest[key] = r
+    curves = {key: data.level_curve(r) for key, r in deepest.items()}
+    return {key: c for key, c in curves.items() if c}
+
+
+def imp_levels(data: SweepData, path: Path) -> Path | None:
+    """Accuracy of every trained IMP level (real or small-set search), by density, from each method's
+    deepest trial per seed."""
+    plt = _plt()
+    curves = deepest_level_curves(data)
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in sorted(curves):
-        pts = sorted(((lv["density"], lv["test_accuracy"]) for lv in curves[name]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    seeds = sorted({seed for _, seed in curves}, key=str)
+    shown, densities = [], []
+    for method, seed in sorted(curves, key=lambda k: (k[0], str(k[1]))):
+        pts = sorted(((lv["density"], lv["test_accuracy"]) for lv in curves[(method, seed)]
                       if _num(lv.get("density")) and _num(lv.get("test_accuracy")) is not None), reverse=True)
         if pts:
-            ax.plot(*zip(*pts), marker=".", label=name)
-    _density_axis(ax, "level density (log)", "test accuracy of the level's net")
-    ax.legend(fontsize=7)
+            colour, marker = data.styles[method]
+            ax.plot(*zip(*pts), marker=marker, markersize=4, color=colour, label=f"{method} seed={seed}",
+                    linestyle=["-", "--", "-.", ":"][seeds.index(seed) % 4])
+            densities += [d for d, _ in pts]
+            shown += [a for _, a in pts]
+    _dense_band(ax, data)
+    _density_axis(ax, densities, "level density (log)", "test accuracy of the level's net")
+    _accuracy_limits(ax, shown + [_num(r.get("test_accuracy")) for r in data.ok if r.get("method") == "dense"])
+    _legend(ax)
     return _save(fig, path)
 
 
 FIGURES: list[tuple[str, str, str, Callable[[SweepData, Path], Path | None]]] = [
     ("accuracy_vs_density", "Accuracy vs density",
-     "Mean and std over seeds per method (grid); search trials as crosses; dense baseline dashed.",
-     accuracy_vs_density),
-    ("accuracy_vs_cost", "Accuracy vs cost", "Every finished trial; the black step is the Pareto front.",
-     accuracy_vs_cost),
+     "Mean and std (band) over seeds per method on the grid, n seeds in the legend; search trials as crosses; "
+     "dense baseline dashed with its std shaded. Ticks at the swept densities.", accuracy_vs_density),
+    ("accuracy_vs_cost", "Accuracy vs cost", "Every finished trial (search trials as crosses); the black step is "
+     "the Pareto front.", accuracy_vs_cost),
     ("search_front", "Search: Pareto front",
      "The Optuna search in its objectives: grey, every completed trial (early-stopped ones never are); red, the "
      "non-dominated ones (pareto.parquet).", search_front),
     ("search_cost", "Time to ticket",
-     "What finding each mask cost: search wall-clock and sample passes (distillation amortised over the "
-     "trials sharing a set; dotted: distillation alone).", search_cost),
+     "What finding each mask cost, mean over seeds. Solid: the trial's share, a stage several trials used (the "
+     "pre-training every at-init trial scores, IMP levels shared by every target, a distilled set) split among "
+     "them. Dotted: the same ticket found alone, every stage it needs counted whole (drawn where it differs). "
+     "Search trials as crosses. Grid methods are offset slightly to the side so that equal values (0 passes) stay "
+    "visible.", search_cost),
     ("layer_density", "Per-layer density",
-     "Each method's mask at one sparsity (the highest most methods reached); a zero column is layer collapse.",
+     f"Each method's mask at one sparsity (the highest most methods reached). Red box: a collapsed layer (nothing "
+     f"kept); orange: near collapse, under {NEAR_COLLAPSE_FRACTION:g} of the mask's overall density.",
      layer_density_heatmap),
-    ("imp_levels", "IMP levels", "Test accuracy of each trained IMP level (IMP, distilled IMP, subsets).",
-     imp_levels),
+    ("imp_levels", "IMP levels", "Test accuracy of each trained IMP level (IMP, distilled IMP, subsets), from each "
+     "method's deepest trial per seed; dense dashed.", imp_levels),
 ]
 
 
@@ -327,16 +512,24 @@ def draw(data: SweepData, out: Path) -> list[Figure]:
 
 
 # ------------------------------------------------------------------------------------------ documents
-def _summary(rows: list[dict]) -> str:
-    from .results import render
+SUMMARY_CAPTION = ("One line per point of the sweep: n finished trials, mean ± std over them, the change "
+                   "against dense in accuracy points (paired by seed), and layers that kept under "
+                   f"{NEAR_COLLAPSE_FRACTION:g} of the overall density (near collapse).")
 
-    return render(rows)
+
+def _tables(rows: list[dict]) -> tuple[str, str]:
+    from .results import render
+    from .summary import render_summary, summarize
+
+    return render_summary(summarize(rows)), render(rows)
 
 
 def write_markdown(title: str, rows: list[dict], figures: list[Figure], path: Path) -> Path:
     failed = [r for r in rows if r.get("status") != "ok"]
+    summary, trials = _tables(rows)
     lines = [f"# {title}", "", f"{len(rows)} trials, {len(rows) - len(failed)} ok, {len(failed)} failed.", "",
-             "```", _summary(rows), "```", ""]
+             "## Summary", "", SUMMARY_CAPTION, "", "```", summary, "```", "",
+             "## Trials", "", "```", trials, "```", ""]
     for f in figures:
         lines += [f"## {f.title}", "", f.caption, "", f"![{f.title}]({f.path.relative_to(path.parent)})", ""]
     if failed:
@@ -358,7 +551,9 @@ def write_html(title: str, rows: list[dict], figures: list[Figure], path: Path, 
     if description:
         parts.append(f"<p>{esc(description)}</p>")
     parts.append(f"<p>{len(rows)} trials, {len(rows) - len(failed)} ok, {len(failed)} failed.</p>")
-    parts.append(f"<h2>Results</h2><pre>{esc(_summary(rows))}</pre>")
+    summary, trials = _tables(rows)
+    parts.append(f"<h2>Summary</h2><p>{esc(SUMMARY_CAPTION)}</p><pre id='summary'>{esc(summary)}</pre>")
+    parts.append(f"<h2>Trials</h2><pre id='trials'>{esc(trials)}</pre>")
     for f in figures:
         data = base64.b64encode(f.path.read_bytes()).decode()
         parts.append(f"<figure id='{esc(f.name)}'><h2>{esc(f.title)}</h2>"

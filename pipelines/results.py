@@ -19,8 +19,10 @@ REQUIRED = [
 ]
 EXTRA = [
     "density", "compression", "kept_params", "prunable_params", "dense_params", "remaining_params",
-    "dense_flops", "flops", "collapsed", "collapsed_layers", "levels",
-    "search_wall_time_s", "search_sample_passes", "retrain_wall_time_s", "retrain_sample_passes",
+    "dense_flops", "flops", "collapsed", "collapsed_layers", "near_collapsed_layers", "levels",
+    "search_wall_time_s", "search_sample_passes", "search_own_wall_time_s", "search_own_sample_passes",
+    "search_amortized_wall_time_s", "search_amortized_sample_passes", "search_stage_costs",
+    "retrain_wall_time_s", "retrain_sample_passes",
     "test_loss", "trial_key", "slot", "cached", "overrides", "started_at", "ended_at",
     "small_set_hash", "small_set_method", "small_set_size", "distill_wall_time_s", "distill_sample_passes",
     "distill_shared_by", "distill_amortized_wall_time_s", "distill_amortized_sample_passes",
@@ -28,18 +30,33 @@ EXTRA = [
 ]
 
 
-def amortize_distillation(rows: list[dict[str, Any]]) -> None:
-    """Share each small set's cost among the trials of this sweep that used it."""
+def amortize_shared_costs(rows: list[dict[str, Any]]) -> None:
+    """Split each stage several trials of this sweep used (a shared pre-training, IMP levels shared by
+    every target, a small set) among those trials: ``search_own_*`` counts the stages only this trial
+    needed, ``search_amortized_*`` adds its share of the shared ones. ``search_*`` stays the ticket's
+    whole cost, as if found alone."""
     users: dict[str, int] = {}
     for r in rows:
+        for key in _stage_costs(r):
+            users[key] = users.get(key, 0) + 1
         if r.get("small_set_hash"):
-            users[r["small_set_hash"]] = users.get(r["small_set_hash"], 0) + 1
+            users["small_set/" + r["small_set_hash"]] = users.get("small_set/" + r["small_set_hash"], 0) + 1
     for r in rows:
+        costs = _stage_costs(r)
+        if costs:
+            for i, unit in enumerate(("wall_time_s", "sample_passes")):
+                r[f"search_own_{unit}"] = sum(c[i] for k, c in costs.items() if users[k] == 1)
+                r[f"search_amortized_{unit}"] = sum(c[i] / users[k] for k, c in costs.items())
         h = r.get("small_set_hash")
         if h:
-            r["distill_shared_by"] = users[h]
-            r["distill_amortized_wall_time_s"] = r["distill_wall_time_s"] / users[h]
-            r["distill_amortized_sample_passes"] = r["distill_sample_passes"] / users[h]
+            shared_by = users["small_set/" + h]
+            r["distill_shared_by"] = shared_by
+            r["distill_amortized_wall_time_s"] = r["distill_wall_time_s"] / shared_by
+            r["distill_amortized_sample_passes"] = r["distill_sample_passes"] / shared_by
+
+
+def _stage_costs(row: dict[str, Any]) -> dict[str, list[float]]:
+    return json.loads(row["search_stage_costs"]) if row.get("search_stage_costs") else {}
 
 
 def _clean(v: Any) -> Any:
@@ -84,17 +101,32 @@ def to_table(rows: list[dict[str, Any]], extra_columns: bool = False) -> pa.Tabl
 
 
 def write_results(rows: list[dict[str, Any]], path: Path, extra_columns: bool = False) -> Path:
+    return write_table(to_table(rows, extra_columns), path)
+
+
+def write_table(table: pa.Table | list[dict[str, Any]], path: Path) -> Path:
     """Atomic: a reader never sees a half-written table."""
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pylist([{k: _clean(v) for k, v in r.items()} for r in table])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results.", suffix=".parquet")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".parquet")
     os.close(fd)
     try:
-        pq.write_table(to_table(rows, extra_columns), tmp)
+        pq.write_table(table, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A results table's rows; a file that is not one is named (ValueError), not an Arrow traceback."""
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path} is not a readable results table ({type(exc).__name__}: {exc}); "
+                         "re-create it with `prunetune resume` on the sweep") from None
 
 
 def copy_to_uri(path: Path, uri: str) -> str:
@@ -141,7 +173,9 @@ def render(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    errors = [r for r in rows if r.get("status") == "error"]
-    for r in errors:
-        lines.append(f"trial {r.get('trial_id')} ({r.get('method')}): {r.get('error')}")
-    return "\n".join(lines)
+    return "\n".join(lines + error_lines(rows))
+
+
+def error_lines(rows: list[dict[str, Any]]) -> list[str]:
+    return [f"trial {r.get('trial_id')} ({r.get('method')}): {r.get('error')}" for r in rows
+            if r.get("status") == "error"]

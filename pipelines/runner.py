@@ -27,7 +27,8 @@ from training.store import ArtifactStore
 
 from .config import ConfigError, ExperimentConfig, trial_config
 from .live import FileLog, PhaseProgress, SweepView, stages_log_dir, trial_log, tune_callback
-from .results import amortize_distillation, copy_to_uri, write_results
+from .results import amortize_shared_costs, copy_to_uri, write_results
+from .summary import SUMMARY_FILE, summarize, write_summary
 from .sweep_state import SweepState, TrialRecords, config_hash
 from .tracking import (
     RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, reopen_parent, start_parent,
@@ -50,6 +51,7 @@ class SweepInterrupted(Exception):
 class SweepOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     results_path: Path | None = None
+    summary_path: Path | None = None
     report_path: Path | None = None
     tracking_uri: str = ""
     parent_run_id: str = ""
@@ -439,9 +441,11 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
             _optuna_phase(cfg, raw, out_dir, target, store, state, view)
             _log_search_outcome(cfg, out_dir, parent)
         outcome.rows = _collect_rows(out_dir)
-        amortize_distillation(outcome.rows)
+        amortize_shared_costs(outcome.rows)
         outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
+        outcome.summary_path = write_summary(summarize(outcome.rows), out_dir / SUMMARY_FILE)
         parent.artifact(outcome.results_path)
+        parent.artifact(outcome.summary_path)
         if cfg.tracking.results_uri:
             echo(f"results copied to {copy_to_uri(outcome.results_path, cfg.tracking.results_uri)}")
         outcome.report_path = _report(cfg, out_dir, outcome.rows, parent, echo)
@@ -451,8 +455,10 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     except (SweepInterrupted, KeyboardInterrupt):
         status, state.status = "KILLED", "interrupted"
         outcome.rows = _collect_rows(out_dir)
+        amortize_shared_costs(outcome.rows)
         if outcome.rows:
             outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
+            outcome.summary_path = write_summary(summarize(outcome.rows), out_dir / SUMMARY_FILE)
         raise SweepInterrupted(str(out_dir)) from None
     except BaseException:
         state.status = "failed"

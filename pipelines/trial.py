@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pruning.collapse import NEAR_COLLAPSE_FRACTION, near_collapsed_layers
 from pruning.export_stage import Export
 from pruning.methods import MethodPlan, TrialSettings, plan_method
 from pruning.stages import Evaluate, Retrain
@@ -84,6 +85,8 @@ def run_trial(
     entries = {s.key: materialize(s, env) for s in needed}
     entries[graph.evaluate.key] = evaluate
     result = read_json(evaluate, "result.json")
+    sparsity = read_json(evaluate, "sparsity.json")
+    result["near_collapsed_layers"] = ",".join(near_collapsed_layers(sparsity["layers"], sparsity["density"]))
     if graph.export is not None:
         entries[graph.export.key] = materialize(graph.export, env)
         result = {**result, **read_json(entries[graph.export.key], "export.json")}
@@ -101,6 +104,8 @@ def run_trial(
         "levels": len(graph.plan.levels) or None,
         "search_wall_time_s": _cost(search, "wall_time_s"),
         "search_sample_passes": _cost(search, "sample_passes"),
+        "search_stage_costs": json.dumps({f"{e.stage}/{e.key}": [e.meta.get("wall_time_s") or 0.0, e.meta.get("sample_passes") or 0]
+                                          for e in search if e is not None}, sort_keys=True),
         "retrain_wall_time_s": _cost([retrain], "wall_time_s") if retrain else 0.0,
         "retrain_sample_passes": _cost([retrain], "sample_passes") if retrain else 0,
         "wall_time_s": time.perf_counter() - t_start,
@@ -112,6 +117,9 @@ def run_trial(
     }
     if result["collapsed"]:
         log(f"WARNING: layer collapse, no weights kept in {result['collapsed_layers']}")
+    elif result["near_collapsed_layers"]:
+        log(f"WARNING: near layer collapse, under {NEAR_COLLAPSE_FRACTION:g} of the overall density kept in "
+            f"{result['near_collapsed_layers']}")
     if logger:
         _log_outputs(logger, cfg, row, graph, entries, levels)
     log(f"{cfg.prune.method} sparsity {row['achieved_sparsity']:.4f}: test acc {row['test_accuracy']:.4f} "

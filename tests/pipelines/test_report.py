@@ -6,6 +6,7 @@ import pytest
 from pipelines.cli import main
 from pipelines.report import pareto_front
 from tests import browser
+from tests.figure_checks import capture, check_figures
 
 ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "test-artifacts")
 
@@ -16,8 +17,9 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points():
 
 
 @pytest.mark.slow
-def test_quickstart_fits_one_screen_and_its_report_renders_offline(tmp_path, capsys):
+def test_quickstart_fits_one_screen_and_its_report_renders_offline(tmp_path, capsys, monkeypatch):
     out = tmp_path / "quickstart"
+    seen = capture(monkeypatch)
     code = main(["run", "configs/quickstart.yaml", "--out", str(out), "--set", "train.epochs=3",
                  "--set", "sweep.optuna.num_samples=3"])
     printed = capsys.readouterr()
@@ -30,6 +32,7 @@ def test_quickstart_fits_one_screen_and_its_report_renders_offline(tmp_path, cap
     assert "pid=" not in text and "\x1b[" not in text  # no Ray worker prefixes, no control codes
     assert (out / "logs" / "grid-0.log").read_text().strip()  # the trial's log is a file instead
 
+    check_figures(seen)  # no overlapping tick labels, one colour per method in every figure
     md = (out / "report.md").read_text()
     assert "phase     method" in md and "](figures/accuracy_vs_density.png)" in md
 
