@@ -29,6 +29,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         preflight(cfg, raw, out_dir)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
+    if args.check:
+        from .check_cmd import check
+
+        print(f"config ok: {cfg.name!r}, output {out_dir}" + (f" (holds a {state.status} sweep)" if state else ""))
+        print(check(cfg, raw, out_dir))
+        print("nothing was run or written (--check)")
+        return 0
     if state is not None and state.live_driver():
         return _fail(f"{out_dir} is being run right now by {state.live_driver()}; wait for it, or stop it first")
     if state is not None and state.status != "finished":
@@ -174,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default runs/<name>)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. prune.sparsity=0.9 (repeatable)")
     run.add_argument("--variant", metavar="NAME", help="apply one of the config's named variants (e.g. cpu-smoke) first")
+    run.add_argument("--check", action="store_true",
+                     help="validate and print the plan (trials per phase, stages needed, which are in the store, "
+                          "sample passes to compute); runs and writes nothing")
     _add_verbosity(run)
     run.set_defaults(func=cmd_run)
     resume = sub.add_parser("resume", help="finish a sweep that was stopped or crashed (reuses everything done)")

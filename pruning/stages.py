@@ -152,6 +152,15 @@ class Pretrain(Stage):
         fresh_model(data, self.model, self.seed)  # a model that cannot take this data's inputs
         self._check_rewind(self.small_set.size(data.num_classes) if self.small_set is not None else len(data.train))
 
+    def examples(self, env: StageEnv) -> int:
+        data = env.data(self.data)
+        return self.small_set.size(data.num_classes) if self.small_set is not None else len(data.train)
+
+    def planned_passes(self, env: StageEnv) -> int:
+        if self.until == "rewind":
+            return self.rewind_step * self.train.batch_size
+        return self.train.epochs * self.examples(env)
+
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         model = fresh_model(env.data(self.data), self.model, self.seed)
         trainer = self.trainer(env, inputs)
@@ -203,6 +212,10 @@ class ImpLevel(Stage):
         # The pretrain's own inputs too: a level trains with the pretrain's trainer (small set included).
         return {"previous": self.previous, "pretrain": self.pretrain, **self.pretrain.inputs()}
 
+    def planned_passes(self, env: StageEnv) -> int:  # from the rewind step to the end of the schedule
+        t = self.pretrain.train
+        return max(0, t.epochs * self.pretrain.examples(env) - self.pretrain.rewind_step * t.batch_size)
+
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         p = self.prune
         prev, pre = inputs["previous"], inputs["pretrain"]
@@ -242,6 +255,9 @@ class ImpMask(Stage):
 
     def inputs(self) -> dict[str, Stage]:
         return {"source": self.source}
+
+    def planned_passes(self, env: StageEnv) -> int:  # magnitudes of a trained net: no data
+        return 0
 
     def check(self, env: StageEnv) -> None:
         src = self.source if isinstance(self.source, Pretrain) else self.source.pretrain
@@ -292,6 +308,10 @@ class ScoreMask(Stage):
 
     def inputs(self) -> dict[str, Stage]:
         return {"start": self.start}
+
+    def planned_passes(self, env: StageEnv) -> int | None:
+        """0 for data-free scores; a data-driven scorer's passes depend on its rounds and iterations."""
+        return 0 if self.method == "dense" or not get_method(self.method).needs_data else None
 
     def check(self, env: StageEnv) -> None:
         from .allocation import allocate, layer_shapes
@@ -474,6 +494,10 @@ class Retrain(Stage):
     def inputs(self) -> dict[str, Stage]:
         return {"mask": self.mask, "start": self.start}
 
+    def planned_passes(self, env: StageEnv) -> int:
+        resumed = self.start.rewind_step * self.train.batch_size if self.start_mode == "resume" else 0
+        return max(0, self.train.epochs * len(env.data(self.data).train) - resumed)
+
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
         data = env.data(self.data)
         model = fresh_model(data, self.model, self.seed)
@@ -518,6 +542,10 @@ class Evaluate(Stage):
 
     def inputs(self) -> dict[str, Stage]:
         return {"trained": self.trained, "mask": self.mask}
+
+    def planned_passes(self, env: StageEnv) -> int:  # forward only
+        data = env.data(self.data)
+        return len(data.test) + len(data.val)
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> None:
         data = env.data(self.data)

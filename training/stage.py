@@ -58,6 +58,11 @@ class Stage:
         """Raise ``ValueError`` for what ``run`` would reject, from the data and a fresh model only
         (no training), so a sweep's pre-flight finds it before any trial starts."""
 
+    def planned_passes(self, env: "StageEnv") -> int | None:
+        """An estimate of the sample passes ``run`` will make (``prunetune run --check``); None when it
+        cannot be told without running (a search that stops when it converges, a distiller's inner loops)."""
+        return None
+
     @cached_property
     def key(self) -> str:
         return stage_key(self.name, self.version, self.settings(), [s.key for s in self.inputs().values()])
