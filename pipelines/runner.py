@@ -111,8 +111,8 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         logger = RunLogger.reattach(target, record["mlflow_run_id"])
     else:
         logger = RunLogger.child(target, run_name, {
-            "phase": phase, "slot": slot, "method": cfg.prune.method, "sparsity": str(cfg.prune.sparsity),
-            "density": str(cfg.prune.density), "seed": str(cfg.seed)})
+            "phase": phase, "slot": slot, "method": cfg.prune.method, "sparsity": f"{cfg.prune.sparsity:.6g}",
+            "density": f"{cfg.prune.density:.6g}", "seed": str(cfg.seed)})
         records.update(slot, mlflow_run_id=logger.run_id, phase=phase, overrides=overrides)
     logger.tags({"ray_trial_id": ctx.get_trial_id()})
     logger.params({**cfg.result_settings(), "phase": phase})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import datetime, timezone
 import time
 import traceback
 from dataclasses import dataclass
@@ -73,9 +74,9 @@ def run_trial(
     t_start, started_at = time.perf_counter(), time.time()
     env = store if isinstance(store, StageEnv) else StageEnv.on(store, log=log)
     graph = trial_graph(cfg)
-    if logger:
+    if logger:  # the stage keys as one JSON tag, out of the way of the runs table's columns
         logger.tags({"trial_key": graph.key, "device": str(resolve_device(cfg.train.device)),
-                     **{_tag(s): s.key for s in graph.stages()}})
+                     "stage_keys": json.dumps({_tag(s): s.key for s in graph.stages()})})
     evaluate = materialize(graph.evaluate, env)
     # Everything the row and the run read: stored entries are returned as they are; one lost or damaged
     # since (a killed run, a truncated file) is recomputed rather than failing a finished trial.
@@ -129,7 +130,10 @@ def run_trial(
 
 def _tag(stage: Stage) -> str:
     level = getattr(stage, "level", None)
-    return f"stage.{stage.name}" + (f".{level}" if level is not None else "")
+    return stage.name + (f".{level}" if level is not None else "")
+
+
+NOT_METRICS = ("seed", "started_at", "ended_at")  # the seed is a param; times are tags (readable dates)
 
 
 def _cost(entries: list[Entry | None], field: str) -> float | int | None:
@@ -159,12 +163,13 @@ def _small_set_columns(entry: Entry | None) -> dict[str, Any]:
 
 def _log_outputs(logger: RunLogger, cfg: ExperimentConfig, row: dict, graph: TrialGraph,
                  entries: dict[str, Entry | None], levels: list[dict]) -> None:
-    logger.metrics({k: v for k, v in row.items() if k not in ("seed",)})
+    logger.metrics({k: v for k, v in row.items() if k not in NOT_METRICS})
     for record in levels:
         logger.metrics({"level_test_accuracy": record["test_accuracy"], "level_density": record["density"],
                         **({"level_val_accuracy": record["val_accuracy"]} if record.get("val_accuracy") is not None else {})},
                        step=record["level"])
-    logger.tags({"cached": row["cached"], "collapsed": row["collapsed"]})
+    logger.tags({"cached": row["cached"], "collapsed": row["collapsed"],
+                 **{k: _iso(row[k]) for k in ("started_at", "ended_at")}})
     mask, trained, evaluate = (entries[s.key] for s in (graph.plan.mask, graph.trained, graph.evaluate))
     logger.artifact(mask.file("mask.pt"))
     logger.artifact(evaluate.file("sparsity.json"))
@@ -179,6 +184,10 @@ def _log_outputs(logger: RunLogger, cfg: ExperimentConfig, row: dict, graph: Tri
         if entry is not None:
             for name in ("mask.pt", "sparsity.json"):
                 logger.artifact(entry.file(name), f"levels/level_{level}")
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def describe_error(exc: BaseException) -> str:
