@@ -31,7 +31,8 @@ from .results import amortize_shared_costs, copy_to_uri, write_results
 from .summary import SUMMARY_FILE, summarize, write_summary
 from .sweep_state import SweepState, TrialRecords, config_hash
 from .tracking import (
-    RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, reopen_parent, start_parent,
+    RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, reopen_parent,
+    share_trials_view, start_parent,
 )
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -349,6 +350,7 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
         state.attempts += 1
         state.claim()
         reopen_parent(state.tracking_uri, state.experiment_id, state.parent_run_id)
+        _share_view(cfg, state.tracking_uri, state.experiment_id, state.parent_run_id)
         state.status = "running"
         state.save(out_dir)
         return state
@@ -363,6 +365,7 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
         description=describe_sweep(cfg),
     )
     RunLogger(tracking_uri, target.parent_run_id).artifact(out_dir / "config.yaml")
+    _share_view(cfg, tracking_uri, target.experiment_id, target.parent_run_id)
     state = SweepState(
         name=cfg.name, config_hash=config_hash(raw), tracking_uri=tracking_uri, experiment_id=target.experiment_id,
         parent_run_id=target.parent_run_id, store_uri=store_for(cfg, out_dir).uri,
@@ -371,6 +374,15 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
     state.claim()
     state.save(out_dir)
     return state
+
+
+def _share_view(cfg: ExperimentConfig, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
+    """The runs-table view ``prunetune ui`` opens: this sweep's trials with their columns."""
+    from search.space import expand_grid
+
+    swept = sorted({axis for point in expand_grid(cfg.sweep.grid) for axis in point}
+                   | (set(cfg.sweep.optuna.space) | set(cfg.sweep.optuna.fixed) if cfg.sweep.optuna else set()))
+    share_trials_view(tracking_uri, experiment_id, parent_run_id, f"prunetune sweep {cfg.name}: trials", swept)
 
 
 def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,

@@ -61,6 +61,40 @@ def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, r
     return TrackingTarget(tracking_uri, exp_id, run.info.run_id)
 
 
+TRIAL_METRIC_COLUMNS = ("test_accuracy", "val_accuracy", "achieved_sparsity")
+TRIAL_PARAM_COLUMNS = ("phase", "prune.method", "prune.sparsity", "seed")
+
+
+def trials_view_key(parent_run_id: str) -> str:
+    return f"sweep-{parent_run_id}"
+
+
+def share_trials_view(tracking_uri: str, experiment_id: str, parent_run_id: str, name: str,
+                      swept: list[str] = ()) -> str:
+    """Save a view of the runs table that shows this sweep's trials with their columns; returns its key.
+
+    MLflow 3.17's runs table opens on one collapsed parent row with no metric columns, and no URL
+    parameter can add columns or expand a parent (seen in headless Chromium). A shared view can: an
+    experiment tag ``mlflow.sharedViewState.<key>`` holding the table's state, opened by
+    ``#/experiments/<id>/runs?viewStateShareKey=<key>``. It filters to this sweep's trials (flat rows,
+    sorted by test accuracy, which keeps MLflow from nesting them under the parent again) and shows
+    method, sparsity, seed, every swept setting and the accuracies."""
+    import json
+    import time
+
+    columns = [*(f"params.`{p}`" for p in dict.fromkeys([*TRIAL_PARAM_COLUMNS, *swept])),
+               *(f"metrics.`{m}`" for m in TRIAL_METRIC_COLUMNS)]
+    view = {"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            "orderByKey": "metrics.`test_accuracy`", "orderByAsc": False,
+            "selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", *columns],
+            "columnWidths": {"attributes.`Run Name`": 260}}
+    now = int(time.time() * 1000)
+    key = trials_view_key(parent_run_id)
+    _client(tracking_uri).set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{key}", json.dumps(
+        {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(view)}))
+    return key
+
+
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     _client(tracking_uri).set_terminated(run_id, status=status)
 
@@ -81,6 +115,12 @@ def end_running_children(target: TrackingTarget, status: str = "KILLED") -> int:
     for run in runs:
         client.set_terminated(run.info.run_id, status=status)
     return len(runs)
+
+
+def _shown(v: float) -> float:
+    """Integers as they are; fractions to 6 significant digits (the UI prints every digit it gets;
+    results.parquet keeps the full values)."""
+    return v if v.is_integer() else float(f"{v:.6g}")
 
 
 class RunLogger:
@@ -121,7 +161,7 @@ class RunLogger:
 
         now = int(time.time() * 1000)
         items = [
-            Metric(k, float(v), now, step or 0)
+            Metric(k, _shown(float(v)), now, step or 0)
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
         ]

@@ -23,7 +23,8 @@ def available() -> bool:
     return Path(CHROMIUM).is_file()
 
 
-async def _visit(ws_url: str, url: str, expression: str, settle_s: float) -> tuple[list[str], object, bytes]:
+async def _visit(ws_url: str, url: str, expression: str, settle_s: float,
+                 wait_for: str | None = None) -> tuple[list[str], object, bytes]:
     import aiohttp
 
     requests: list[str] = []
@@ -52,15 +53,24 @@ async def _visit(ws_url: str, url: str, expression: str, settle_s: float) -> tup
                 break
             await asyncio.sleep(0.2)
         await asyncio.sleep(0.5)
+        while wait_for and time.monotonic() < deadline:  # a page that renders after loading (an app)
+            done = await call("Runtime.evaluate", expression=wait_for, returnByValue=True)
+            if done["result"].get("value"):
+                break
+            await asyncio.sleep(0.3)
         value = (await call("Runtime.evaluate", expression=expression, returnByValue=True))["result"].get("value")
         shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         return requests, value, base64.b64decode(shot["data"])
 
 
-def visit(url: str, expression: str, settle_s: float = 20.0) -> tuple[list[str], object, bytes]:
-    """(every URL the page requested, the expression's value, a PNG screenshot of the page)."""
+def visit(url: str, expression: str, settle_s: float = 20.0, wait_for: str | None = None,
+          window: str = "1280,2400") -> tuple[list[str], object, bytes]:
+    """(every URL the page requested, the expression's value, a PNG screenshot of the page).
+
+    ``wait_for``: a JS expression polled (up to ``settle_s``) until true before ``expression`` is read."""
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        flags = [f for f in FLAGS if not f.startswith("--window-size")] + [f"--window-size={window}"]
+        proc = subprocess.Popen([CHROMIUM, *flags, f"--user-data-dir={profile}", "about:blank"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
@@ -74,7 +84,7 @@ def visit(url: str, expression: str, settle_s: float = 20.0) -> tuple[list[str],
 
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
                 page = next(t for t in json.load(resp) if t["type"] == "page")
-            return asyncio.run(_visit(page["webSocketDebuggerUrl"], url, expression, settle_s))
+            return asyncio.run(_visit(page["webSocketDebuggerUrl"], url, expression, settle_s, wait_for))
         finally:
             kill_groups(proc.pid)
             proc.wait(10)

@@ -7,11 +7,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+
 from pathlib import Path
 
+import pytest
+
 from pipelines.sweep_state import SweepState
-from pipelines.tracking import RunLogger, default_tracking_uri, finish_run, start_parent
+from pipelines.tracking import RunLogger, default_tracking_uri, finish_run, share_trials_view, start_parent
+from tests import browser
 from tests.processes import children, kill_groups, session_pids
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def _finished_sweep(out: Path) -> SweepState:
@@ -19,11 +25,13 @@ def _finished_sweep(out: Path) -> SweepState:
     out.mkdir()
     uri = default_tracking_uri(out)
     target = start_parent(uri, "uitest", out / "mlartifacts", run_name="uitest-1", tags={}, description="a sweep")
-    for method in ("imp", "random"):
-        child = RunLogger.child(target, f"{method} s=0.9 seed=0 (grid-0)", {"method": method})
-        child.metrics({"test_accuracy": 0.5})
+    for i, (method, acc) in enumerate((("imp", 0.8123), ("random", 0.4567))):
+        child = RunLogger.child(target, f"{method} s=0.9 seed=0 (grid-{i})", {"method": method})
+        child.params({"phase": "grid", "prune": {"method": method, "sparsity": 0.9}, "seed": 0})
+        child.metrics({"test_accuracy": acc, "val_accuracy": acc - 0.01, "achieved_sparsity": 0.9})
         child.finish()
     finish_run(uri, target.parent_run_id)
+    share_trials_view(uri, target.experiment_id, target.parent_run_id, "uitest: trials")
     state = SweepState(name="uitest", config_hash="x", tracking_uri=uri, experiment_id=target.experiment_id,
                        parent_run_id=target.parent_run_id, store_uri=str(out / "store"),
                        study_path=str(out / "optuna.db"), study_name="uitest", status="finished")
@@ -47,14 +55,17 @@ def test_ui_serves_the_sweeps_runs_on_loopback_and_stops_everything_on_ctrl_c(tm
                 url = line.split(": ", 1)[1].strip()
         assert url, "".join(lines)
         base, _, fragment = url.partition("/#/")
-        assert base.startswith("http://127.0.0.1:") and fragment == f"experiments/{state.experiment_id}/runs"
+        assert base.startswith("http://127.0.0.1:")
+        assert fragment == f"experiments/{state.experiment_id}/runs?viewStateShareKey=sweep-{state.parent_run_id}"
+        assert any(line.startswith("up in ") for line in lines), lines
         request = urllib.request.Request(
             f"{base}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
             data=json.dumps({"experiment_ids": [state.experiment_id]}).encode())
         with urllib.request.urlopen(request, timeout=30) as resp:
             runs = json.load(resp)["runs"]
         names = sorted(r["info"]["run_name"] for r in runs)
-        assert names == ["imp s=0.9 seed=0 (grid-0)", "random s=0.9 seed=0 (grid-0)", "uitest-1"]
+        assert names == ["imp s=0.9 seed=0 (grid-0)", "random s=0.9 seed=0 (grid-1)", "uitest-1"]
+        _the_printed_url_shows_every_trial_with_its_accuracy(url)
         # What the UI shows for the experiment: its runs table, not the GenAI traces overview.
         with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get?experiment_id={state.experiment_id}",
                                     timeout=30) as resp:
@@ -75,6 +86,22 @@ def test_ui_serves_the_sweeps_runs_on_loopback_and_stops_everything_on_ctrl_c(tm
     finally:  # whatever a failed assertion left running
         kill_groups(proc.pid, *servers)
         proc.wait(10)
+
+
+def _the_printed_url_shows_every_trial_with_its_accuracy(url: str) -> None:
+    """In a browser: the trials as rows (not one collapsed parent) with their test accuracy as a column."""
+    if not browser.available():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)")
+        return
+    wanted = ["imp s=0.9 seed=0 (grid-0)", "random s=0.9 seed=0 (grid-1)", "0.8123", "0.4567"]
+    _, text, shot = browser.visit(
+        url, "document.body.innerText", settle_s=60, window="1600,1000",
+        wait_for=" && ".join(f"document.body.innerText.includes({json.dumps(w)})" for w in wanted))
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "mlflow-ui-trials.png").write_bytes(shot)
+    missing = [w for w in wanted if w not in text]
+    assert not missing, f"not in the rendered runs table: {missing}\n{text[:3000]}"
 
 
 def test_ui_on_a_directory_without_a_sweep_says_so(tmp_path, capsys):
