@@ -83,8 +83,8 @@ def test_ui_serves_the_sweeps_runs_on_loopback_and_stops_everything_on_ctrl_c(tm
         while (session_pids(proc.pid) | session_pids(server)) and time.time() < deadline:
             time.sleep(0.2)
         assert not session_pids(proc.pid) | session_pids(server), "the UI left processes running"
-    finally:  # whatever a failed assertion left running
-        kill_groups(proc.pid, *servers)
+    finally:  # whatever a failed assertion left running (the server runs in a session of its own)
+        kill_groups(proc.pid, *(servers or children(proc.pid)))
         proc.wait(10)
 
 
