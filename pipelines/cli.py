@@ -149,11 +149,13 @@ def cmd_store(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no stage runs in {uri}" + (f" for stage {args.stage}" if args.stage else ""))
         return 0
-    print(f"{'stage':<10} {'key':<16} {'status':<6} {'wall_s':>8} {'passes':>10}  host/pid")
+    print(f"{'stage':<10} {'key':<16} {'status':<6} {'wall_s':>8} {'passes':>10}  {'first needed by':<24} host/pid")
     for r in sorted(rows, key=lambda r: r.get("start") or 0):
         wall = f"{r['wall_time_s']:.1f}" if r.get("wall_time_s") is not None else "-"
         passes = str(r["sample_passes"]) if r.get("sample_passes") is not None else "-"
-        print(f"{r['stage']:<10} {r['key']:<16} {r['status']:<6} {wall:>8} {passes:>10}  {r.get('host')}/{r.get('pid')}")
+        who = r.get("requested_by") or "-"
+        print(f"{r['stage']:<10} {r['key']:<16} {r['status']:<6} {wall:>8} {passes:>10}  {who:<24} "
+              f"{r.get('host')}/{r.get('pid')}")
     by_status: dict[str, int] = {}
     for r in rows:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1

@@ -137,7 +137,8 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         tune.report(values | {"stage": stage.name} | report | progress)  # who it is, even if it never reports a row
 
     try:
-        row = run_trial(cfg, StageEnv.on(store, log=log, on_epoch=on_epoch), logger, log=log)
+        env = StageEnv.on(store, log=log, on_epoch=on_epoch, requested_by=f"{slot} {cfg.prune.method}")
+        row = run_trial(cfg, env, logger, log=log)
     except Exception as exc:  # the row records it; the sweep goes on
         failed = {**report, **_error_row(exc)}
         log(f"FAILED: {failed['error']}")

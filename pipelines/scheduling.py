@@ -45,7 +45,7 @@ def _materialize_task(stage: Stage, store: ArtifactStore, threads: int, log: Cal
 
     torch.set_num_threads(max(1, threads))
     t0 = time.perf_counter()
-    entry = materialize(stage, StageEnv.on(store, log=log))
+    entry = materialize(stage, StageEnv.on(store, log=log, requested_by="driver (shared stage)"))
     return {"stage": stage.describe(), "cached": entry.cached, "wall_time_s": time.perf_counter() - t0}
 
 

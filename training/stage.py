@@ -84,6 +84,7 @@ class StageEnv:
     on_epoch: Callable[["Stage", dict], None] | None = None
     scratch: Path | None = None  # local folder for long stages' resumable checkpoints
     datasets: dict[str, DataBundle] = field(default_factory=dict)  # loaded once per process
+    requested_by: str | None = None  # recorded in the store's index with each stage it computes
 
     @classmethod
     def on(cls, store: ArtifactStore, **kwargs: Any) -> "StageEnv":
@@ -125,7 +126,7 @@ def materialize(stage: Stage, env: StageEnv) -> Entry:
 
     return env.store.get_or_compute(
         stage.name, stage.key, compute, settings=stage.settings(),
-        inputs=[s.key for s in upstream.values()], version=stage.version,
+        inputs=[s.key for s in upstream.values()], version=stage.version, requested_by=env.requested_by,
     )
 
 

@@ -35,6 +35,7 @@ _INDEX_SCHEMA = pa.schema([
     ("pid", pa.int64()), ("ray_node_id", pa.string()), ("start", pa.float64()),
     ("end", pa.float64()), ("wall_time_s", pa.float64()), ("sample_passes", pa.int64()),
     ("status", pa.string()), ("error", pa.string()),
+    ("requested_by", pa.string()),  # who first needed it: a trial's slot and method, or the driver
 ])
 _RESERVED = {"meta.json", "DONE"}
 
@@ -279,7 +280,7 @@ class ArtifactStore:
 
     def get_or_compute(self, stage: str, key: str, compute: Callable[[Path], dict | None], *,
                        settings: dict | None = None, inputs: Sequence[str] = (),
-                       version: int = 0) -> Entry:
+                       version: int = 0, requested_by: str | None = None) -> Entry:
         root = self._path() if self._local else self.uri
         with _THREAD_LOCKS_GUARD:
             thread_lock = _THREAD_LOCKS.setdefault((root, stage, key), threading.Lock())
@@ -306,7 +307,7 @@ class ArtifactStore:
                 lease.release()
                 return entry
             try:
-                return self._compute(stage, key, compute, settings or {}, list(inputs), version)
+                return self._compute(stage, key, compute, settings or {}, list(inputs), version, requested_by)
             finally:
                 lease.release()
 
@@ -376,9 +377,9 @@ class ArtifactStore:
         os.unlink(grave)
 
     def _compute(self, stage: str, key: str, compute: Callable[[Path], dict | None],
-                 settings: dict, inputs: list, version: int) -> Entry:
+                 settings: dict, inputs: list, version: int, requested_by: str | None = None) -> Entry:
         start = time.time()
-        row = {"key": key, "stage": stage, "version": version,
+        row = {"key": key, "stage": stage, "version": version, "requested_by": requested_by,
                "settings": json.dumps(settings, sort_keys=True, default=str),
                "inputs": json.dumps(inputs, default=str), "host": socket.gethostname(),
                "pid": os.getpid(), "ray_node_id": _ray_node_id(), "start": start}

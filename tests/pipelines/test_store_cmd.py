@@ -16,7 +16,8 @@ def _store(tmp_path):
     raw = {"data": {"name": "digits"}, "model": {"name": "mlp", "options": {"widths": [8]}},
            "prune": {"method": "random", "sparsity": 0.5}}
     root = tmp_path / "store"
-    materialize(trial_graph(trial_config(raw, {})).plan.mask, StageEnv.on(ArtifactStore(str(root)), log=lambda *_: None))
+    env = StageEnv.on(ArtifactStore(str(root)), log=lambda *_: None, requested_by="grid-7 random")
+    materialize(trial_graph(trial_config(raw, {})).plan.mask, env)
     return root
 
 
@@ -25,6 +26,7 @@ def test_a_store_lists_its_stage_runs_and_filters_by_stage(tmp_path, capsys):
     assert main(["store", str(root)]) == 0
     out = capsys.readouterr().out
     assert "pretrain" in out and "mask" in out and "2 stage runs: 2 done" in out
+    assert "first needed by" in out and all("grid-7 random" in line for line in out.splitlines()[1:3])
     assert main(["store", str(root), "--stage", "mask"]) == 0
     assert "pretrain " not in capsys.readouterr().out
 
