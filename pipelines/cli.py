@@ -56,6 +56,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         state = SweepState.load(out_dir)
         if state is None:
             raise ConfigError(f"{out_dir} holds no sweep (no sweep.json); start one with: prunetune run CONFIG --out {out_dir}")
+        state.require_files(out_dir)
         from .config import read_yaml
 
         raw = read_yaml(out_dir / "config.yaml")

@@ -31,8 +31,8 @@ from .results import amortize_shared_costs, copy_to_uri, write_results
 from .summary import SUMMARY_FILE, summarize, write_summary
 from .sweep_state import SweepState, TrialRecords, config_hash
 from .tracking import (
-    RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, reopen_parent,
-    share_trials_view, start_parent,
+    RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, rebase_artifacts,
+    reopen_parent, share_trials_view, start_parent,
 )
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -341,6 +341,10 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
     """The sweep's state: new (a parent run is created) or the existing one, re-opened."""
     state = SweepState.load(out_dir)
     if state is not None:
+        try:
+            state.require_files(out_dir)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if state.config_hash != config_hash(raw):
             raise ConfigError(
                 f"{out_dir} holds the sweep {state.name!r} of another config; use a new --out "
@@ -348,6 +352,9 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
         driver = state.live_driver()
         if driver:
             raise ConfigError(f"{out_dir} is being run right now by {driver}; wait for it, or stop it first")
+        moved_from = state.moved_from(out_dir)
+        if moved_from is not None:  # a copy or a move: its own MLflow records must point at its own files
+            rebase_artifacts(state.tracking_uri, moved_from, out_dir)
         state.attempts += 1
         state.claim()
         reopen_parent(state.tracking_uri, state.experiment_id, state.parent_run_id)

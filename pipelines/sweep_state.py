@@ -40,6 +40,27 @@ class SweepState:
     attempts: int = 1
     driver_host: str = ""
     driver_pid: int = 0
+    directory: str = ""  # where it was saved last: found anywhere else, the sweep was moved or copied
+
+    def moved_from(self, out_dir: Path) -> Path | None:
+        """The directory this sweep was saved in, if it is not ``out_dir`` (a copy or a move)."""
+        if self.directory and Path(self.directory) != Path(out_dir).resolve():
+            return Path(self.directory)
+        return None
+
+    def require_files(self, out_dir: Path) -> None:
+        missing = self.missing_files()
+        if missing:
+            raise ValueError(f"{out_dir} is a sweep whose recorded files are gone: {'; '.join(missing)}. Copy the "
+                             "whole directory (cp -a), or start afresh with prunetune run and another --out")
+
+    def missing_files(self) -> list[str]:
+        """Recorded files of the sweep's own that are gone (a partial copy): a resume must not create
+        new empty ones in their place and lose the link to the runs and trials they held."""
+        missing = []
+        if self.tracking_uri.startswith(SQLITE) and not Path(self.tracking_uri.removeprefix(SQLITE)).is_file():
+            missing.append(f"{self.tracking_uri.removeprefix(SQLITE)} (the MLflow runs)")
+        return missing
 
     def claim(self) -> None:
         """This process drives the sweep now (a second driver on the same directory is refused)."""
@@ -60,7 +81,14 @@ class SweepState:
         return f"pid {self.driver_pid}"
 
     def save(self, out_dir: Path) -> None:
-        atomic_write_text(out_dir / SWEEP_FILE, json.dumps(asdict(self), indent=2))
+        """Paths inside ``out_dir`` are written relative to it, so a copied or moved sweep directory
+        reads its own files, never the original's; outside paths (a shared store, a server) as given."""
+        out_dir = Path(out_dir).resolve()
+        self.directory = str(out_dir)
+        record = asdict(self)
+        for name in LOCAL_FIELDS:
+            record[name] = _relative(record[name], out_dir)
+        atomic_write_text(out_dir / SWEEP_FILE, json.dumps(record, indent=2))
 
     @classmethod
     def load(cls, out_dir: Path) -> "SweepState | None":
@@ -68,9 +96,35 @@ class SweepState:
         if not path.is_file():
             return None
         try:
-            return cls(**json.loads(path.read_text()))
+            state = cls(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as exc:
             raise ValueError(f"{path} is not a sweep state file ({exc}); move it away to start afresh") from None
+        for name in LOCAL_FIELDS:
+            setattr(state, name, _absolute(getattr(state, name), Path(out_dir).resolve()))
+        return state
+
+
+SQLITE = "sqlite:///"
+LOCAL_FIELDS = ("tracking_uri", "store_uri", "study_path")
+_HERE = "./"
+
+
+def _relative(value: str, out_dir: Path) -> str:
+    """``./x`` (or ``sqlite:///./x``) for a path inside ``out_dir``; anything else unchanged."""
+    scheme = SQLITE if value.startswith(SQLITE) else ""
+    path = value.removeprefix(scheme)
+    if "://" in path or not path.startswith("/"):
+        return value
+    try:
+        return scheme + _HERE + str(Path(path).resolve().relative_to(out_dir))
+    except ValueError:
+        return value
+
+
+def _absolute(value: str, out_dir: Path) -> str:
+    scheme = SQLITE if value.startswith(SQLITE) else ""
+    path = value.removeprefix(scheme)
+    return scheme + str(out_dir / path.removeprefix(_HERE)) if path.startswith(_HERE) else value
 
 
 _SLOT = re.compile(r"^(grid|optuna)-\d+$")

@@ -30,6 +30,46 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def rebase_artifacts(tracking_uri: str, old_dir: Path, new_dir: Path) -> int:
+    """Point a copied or moved sweep's own MLflow store at its own artifacts.
+
+    MLflow records absolute ``file://`` artifact locations per experiment and per run; a sweep
+    directory copied elsewhere would otherwise log into (and serve from) the original's
+    ``mlartifacts``. Only locations under ``old_dir`` change, in the sweep's own sqlite file (a
+    tracking server's records are never touched). Returns how many locations moved."""
+    import sqlite3
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return 0
+    old, new = old_dir.resolve().as_uri() + "/", new_dir.resolve().as_uri() + "/"
+    moved = 0
+    with sqlite3.connect(tracking_uri.removeprefix("sqlite:///")) as db:
+        for table, key, column in (("experiments", "experiment_id", "artifact_location"),
+                                   ("runs", "run_uuid", "artifact_uri")):
+            rows = db.execute(f"SELECT {key}, {column} FROM {table} WHERE substr({column}, 1, ?) = ?",
+                              (len(old), old)).fetchall()
+            db.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",
+                           [(new + value[len(old):], ident) for ident, value in rows])
+            moved += len(rows)
+    if moved:
+        _forget_artifact_locations()
+    return moved
+
+
+def _forget_artifact_locations() -> None:
+    """MLflow caches each run's artifact repository by run id for the life of the process; a copy's
+    runs have the original's ids, so a process that logged to the original (a notebook, a test) would
+    go on writing there. The cache is private: if it moves, this does nothing (a CLI process never
+    saw the original)."""
+    try:
+        from mlflow.tracking._tracking_service import utils
+    except ImportError:
+        return
+    cache = getattr(utils, "_artifact_repos_cache", None)
+    if hasattr(cache, "clear"):
+        cache.clear()
+
+
 @dataclass(frozen=True)
 class TrackingTarget:
     """What a trial needs to log under the sweep's parent run; plain strings so it pickles."""

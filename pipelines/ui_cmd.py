@@ -135,6 +135,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if state is None:
         return _fail(f"{out_dir} holds no sweep (no sweep.json); give the --out directory of a prunetune run")
+    try:
+        state.require_files(out_dir)
+    except ValueError as exc:
+        return _fail(str(exc))
+    moved_from = state.moved_from(out_dir)
+    if moved_from is not None:  # a copy: serve its own artifacts, not the original's
+        from .tracking import rebase_artifacts
+
+        rebase_artifacts(state.tracking_uri, moved_from, out_dir)
+        state.save(out_dir)
     view = saved_view(state.tracking_uri, state.experiment_id, state.parent_run_id)
     if state.tracking_uri.startswith(("http://", "https://")):  # the runs live on a tracking server already
         print(f"this sweep logs to the tracking server {state.tracking_uri}:\n  "
