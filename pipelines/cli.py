@@ -66,6 +66,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
         from .preflight import preflight
 
         preflight(cfg, raw, out_dir)  # the data may have moved since the sweep started
+        if args.set and not (args.retry_failed or args.retry):
+            raise ConfigError("--set on resume corrects the slots it re-runs: give --retry-failed or --retry SLOT")
+        if args.retry_failed or args.retry:
+            from .retry import mark_for_retry, retry_slots
+
+            slots = retry_slots(out_dir, args.retry_failed, args.retry or [])
+            if not slots:
+                print("no failed grid trials to retry")
+            else:
+                fixed = mark_for_retry(out_dir, state, cfg, raw, slots, args.set or [])
+                print(f"retrying {', '.join(slots)}" + (f" with {fixed}" if fixed else ""))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
     return _sweep(cfg, raw, out_dir, resume=True, verbosity=_verbosity(args))
@@ -191,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     resume = sub.add_parser("resume", help="finish a sweep that was stopped or crashed (reuses everything done)")
     resume.add_argument("dir", help="the sweep's output directory")
+    resume.add_argument("--retry-failed", action="store_true",
+                        help="also re-run the grid trials that failed (under their own MLflow runs)")
+    resume.add_argument("--retry", nargs="+", metavar="SLOT", help="re-run these grid slots (e.g. grid-3)")
+    resume.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="a corrected setting for the re-run slots only (recorded in sweep.json)")
     _add_verbosity(resume)
     resume.set_defaults(func=cmd_resume)
     report = sub.add_parser("report", help="(re)draw a sweep's report: DIR/report.html, report.md, figures/")

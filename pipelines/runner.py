@@ -28,6 +28,7 @@ from training.store import ArtifactStore
 from .config import ConfigError, ExperimentConfig, trial_config
 from .live import FileLog, PhaseProgress, SweepView, stages_log_dir, trial_log, tune_callback
 from .results import amortize_shared_costs, copy_to_uri, write_results
+from .retry import with_retry_overrides
 from .summary import SUMMARY_FILE, summarize, write_summary
 from .sweep_state import SweepState, TrialRecords, config_hash
 from .tracking import (
@@ -448,6 +449,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         if not points and cfg.sweep.optuna is None:
             points = [{}]  # no sweep section: the config itself is the one trial
         records = TrialRecords(out_dir)
+        points = with_retry_overrides(points, records)
         todo = [i for i in range(len(points)) if "row" not in records.get(f"grid-{i}")]
         if todo:
             _shared_stages_first([points[i] for i in todo], raw, cfg, store, echo, out_dir)

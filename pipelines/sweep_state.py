@@ -11,7 +11,7 @@ import json
 import os
 import re
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class SweepState:
     driver_host: str = ""
     driver_pid: int = 0
     directory: str = ""  # where it was saved last: found anywhere else, the sweep was moved or copied
+    retries: list[dict[str, Any]] = field(default_factory=list)  # resume --retry: which slots, with what --set
 
     def moved_from(self, out_dir: Path) -> Path | None:
         """The directory this sweep was saved in, if it is not ``out_dir`` (a copy or a move)."""
@@ -154,6 +155,12 @@ class TrialRecords:
         record = {**self.get(slot), **fields}
         atomic_write_text(self._path(slot), json.dumps(record, indent=2, default=str))
         return record
+
+    def retry(self, slot: str, overrides: dict[str, Any]) -> None:
+        """Forget the slot's result (it runs again), keep its MLflow run id (the run is re-attached)."""
+        record = {k: v for k, v in self.get(slot).items() if k != "row"}
+        atomic_write_text(self._path(slot), json.dumps({**record, "retry_overrides": overrides}, indent=2,
+                                                       default=str))
 
     def all(self) -> dict[str, dict[str, Any]]:
         if not self.root.is_dir():

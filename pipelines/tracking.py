@@ -185,14 +185,23 @@ class RunLogger:
         """The run an earlier attempt of this trial created, open again (no second run per trial)."""
         logger = cls(target.tracking_uri, run_id)
         logger.client.update_run(run_id, status="RUNNING")
+        if "error" in logger.client.get_run(run_id).data.tags:  # a retried failure: its reason is history
+            logger.client.delete_tag(run_id, "error")
         return logger
 
     def params(self, params: dict[str, Any]) -> None:
+        """MLflow params cannot change; a re-attached run retried with a corrected setting keeps the
+        first value as the param and records the new one as the tag ``retried.<param>``."""
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        logged = self.client.get_run(self.run_id).data.params
+        values = {k: str(v)[:6000] for k, v in flatten(params).items()}
+        items = [Param(k, v) for k, v in values.items() if k not in logged]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
+        changed = {f"retried.{k}": v for k, v in values.items() if k in logged and logged[k] != v}
+        if changed:
+            self.tags(changed)
 
     def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         import time

@@ -1,3 +1,4 @@
+import json
 """A real sweep through Ray Tune (local) with Optuna and MLflow parent/child runs."""
 import textwrap
 from pathlib import Path
@@ -137,6 +138,29 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     assert "2 trial(s) failed" in capsys.readouterr().err
     ok = [r for r in table if r["status"] == "ok"]
     assert all(client.get_run(r["mlflow_run_id"]).data.tags["device"] == "cpu" for r in ok)
+
+    # A correction without saying which slots is refused; then the failed slots re-run with it, under
+    # their own runs (no second child), the ok ones untouched.
+    assert main(["resume", str(out), "--set", "train.lr=0.05"]) == 2
+    assert "--retry-failed" in capsys.readouterr().err
+    assert main(["resume", str(out), "--retry", "grid-9"]) == 2
+    assert "no such trial slot" in capsys.readouterr().err
+    assert main(["resume", str(out), "--retry-failed", "--set", "train.lr=0.05", "--set", "train.device=auto"]) == 0
+    assert "retrying grid-" in capsys.readouterr().out
+    again = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(again) == 4 and all(r["status"] == "ok" for r in again), [r["error"] for r in again]
+    assert {r["slot"]: r["mlflow_run_id"] for r in again} == {r["slot"]: r["mlflow_run_id"] for r in table}
+    assert {r["slot"]: r["test_accuracy"] for r in again if r["slot"] in {o["slot"] for o in ok}} == \
+        {r["slot"]: r["test_accuracy"] for r in ok}
+    state = json.loads((out / "sweep.json").read_text())
+    assert state["retries"][-1]["set"] == {"train.lr": 0.05, "train.device": "auto"}
+    assert sorted(state["retries"][-1]["slots"]) == sorted(r["slot"] for r in bad)
+    parent = client.get_run(again[0]["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" and "error" not in c.data.tags for c in children)
+    retried = client.get_run(bad[0]["mlflow_run_id"]).data
+    assert retried.tags["retried.train.lr"] == "0.05" and retried.params["train.lr"] == "1e+30"
 
 
 @pytest.mark.slow
