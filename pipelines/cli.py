@@ -92,7 +92,7 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
     from .config import ConfigError
     from .live import SweepView
     from .results import error_lines
-    from .runner import SweepInterrupted, run_sweep
+    from .runner import SweepInterrupted, TrackingLost, run_sweep
     from .summary import render_summary, summarize
 
     config_text = yaml.safe_dump(raw, sort_keys=False)
@@ -100,6 +100,9 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
         outcome = run_sweep(cfg, raw, out_dir, config_text, view=SweepView(verbosity), resume=resume)
     except ConfigError as exc:
         return _fail(str(exc))
+    except TrackingLost as exc:
+        return _fail(f"the tracking server {exc} stopped answering; the sweep stopped (finished trials and stages "
+                     f"are kept). Once it is back:  prunetune resume {out_dir}", code=1)
     except SweepInterrupted:
         print(f"\nsweep stopped; finished trials and stages are kept. Resume with:  prunetune resume {out_dir}",
               file=sys.stderr)

@@ -30,6 +30,7 @@ from .live import FileLog, PhaseProgress, SweepView, stages_log_dir, trial_log, 
 from .results import amortize_shared_costs, copy_to_uri, write_results
 from .retry import with_retry_overrides
 from .summary import SUMMARY_FILE, summarize, write_summary
+from .tracking_watch import TrackingWatch, bound_http_calls, describe_unreachable, is_unreachable
 from .sweep_state import SweepState, TrialRecords, config_hash
 from .tracking import (
     RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, rebase_artifacts,
@@ -47,6 +48,10 @@ PROGRESS_STEP, PROGRESS_METRIC = "progress_step", "progress_val_accuracy"
 
 class SweepInterrupted(Exception):
     """The sweep was stopped (Ctrl-C) before every trial ran; ``prunetune resume DIR`` finishes it."""
+
+
+class TrackingLost(SweepInterrupted):
+    """The tracking server stopped answering; the sweep stopped, resumable once it is back."""
 
 
 @dataclass
@@ -78,9 +83,20 @@ def _error_row(exc: BaseException | str) -> dict[str, Any]:
             **{m: math.nan for m in EXPORT_METRICS}}
 
 
-def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, phase: str, fixed: dict,
+def _trial_fn(config: dict, **kwargs: Any) -> None:
+    """The Tune trainable. A tracking server out of reach leaves the slot without a row (unfinished:
+    the resume runs it again under its own run) instead of recording the outage as the trial's error."""
+    try:
+        _run_slot(config, **kwargs)
+    except Exception as exc:
+        if not is_unreachable(exc):
+            raise
+        print(f"the tracking server is out of reach ({describe_unreachable(exc)}); this trial is left unfinished")
+
+
+def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, phase: str, fixed: dict,
               points: list[dict], store: ArtifactStore, verbose: bool = False) -> None:
-    """The Tune trainable: re-attaches to its slot's MLflow run, reports per epoch, then its row.
+    """Re-attaches to its slot's MLflow run, reports per epoch, then its row.
 
     Errors become a row with status 'error' rather than aborting the sweep.
     """
@@ -141,6 +157,8 @@ def _trial_fn(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         env = StageEnv.on(store, log=log, on_epoch=on_epoch, requested_by=f"{slot} {cfg.prune.method}")
         row = run_trial(cfg, env, logger, log=log)
     except Exception as exc:  # the row records it; the sweep goes on
+        if is_unreachable(exc):
+            raise
         failed = {**report, **_error_row(exc)}
         log(f"FAILED: {failed['error']}")
         logger.tags({"error": failed["error"][:5000]})
@@ -406,6 +424,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     if view.verbosity != "verbose":  # start-up notices of Ray and MLflow: in the logs, not on the console
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+    bounded = bound_http_calls()  # before MLflow is used; the workers get the same bounds
     started_ray = not ray.is_initialized()
     if started_ray:
         from training.plugins import shippable_paths
@@ -413,7 +432,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         shipped = shippable_paths(cfg.plugins)  # plugins that are not installed reach every node this way
         try:
             ray.init(
-                runtime_env={"py_modules": shipped} if shipped else None,
+                runtime_env={"env_vars": bounded, **({"py_modules": shipped} if shipped else {})},
                 address=cfg.ray.address,
                 num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
                 num_gpus=cfg.ray.num_gpus if cfg.ray.address is None else None,
@@ -444,6 +463,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         echo(f"resuming {out_dir} (attempt {state.attempts}): finished trials and stages are reused")
 
     status = "FAILED"
+    watch = TrackingWatch(state.tracking_uri).__enter__()
     try:
         points = expand_grid(cfg.sweep.grid)
         if not points and cfg.sweep.optuna is None:
@@ -476,6 +496,8 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         state.status = "finished"
     except (SweepInterrupted, KeyboardInterrupt):
         status, state.status = "KILLED", "interrupted"
+        if not watch.usable():  # the watch stopped it, or the trials found the server gone first
+            raise TrackingLost(state.tracking_uri) from None
         outcome.rows = _collect_rows(out_dir)
         amortize_shared_costs(outcome.rows)
         if outcome.rows:
@@ -486,8 +508,10 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         state.status = "failed"
         raise
     finally:
-        end_running_children(target)
-        finish_run(state.tracking_uri, state.parent_run_id, status)
+        watch.__exit__()
+        if watch.usable():  # else each call would wait out its retries: the resume ends these runs
+            end_running_children(target)
+            finish_run(state.tracking_uri, state.parent_run_id, status)
         state.save(out_dir)
         signal.signal(signal.SIGTERM, previous_sigterm)
         if started_ray:
