@@ -24,7 +24,7 @@ from .io import atomic_torch_save, atomic_write_text, load_artifact
 from .keys import stage_key
 from .models import ModelConfig, create_model
 from .registry import Registry
-from .store import ArtifactStore, CorruptEntryError, Entry
+from .store import ArtifactStore, CorruptEntryError, Entry, register_file_check
 
 STAGES: Registry[type["Stage"]] = Registry("stage")
 
@@ -156,6 +156,13 @@ def seed_everything(seed: int) -> None:
 
 def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _loads_weights_only(path: Path) -> None:
+    load_artifact(path, "torch.load(weights_only=True) refused: file")
+
+
+register_file_check(".pt", _loads_weights_only)
 
 
 def load_state(entry: Entry, name: str) -> Any:
