@@ -13,6 +13,11 @@ def _fail(msg: str, code: int = EXIT_CONFIG) -> int:
     return code
 
 
+def _warn(msg: str) -> None:
+    """What a command skipped and goes on without (stderr, so that a pipe reads only the listing)."""
+    print(f"prunetune: warning: {msg}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_experiment
 
@@ -160,7 +165,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 
     if args.stage is not None and args.stage not in stage_names():
         return _fail(f"--stage {args.stage!r}: no such stage; allowed: {', '.join(stage_names())}")
-    rows = [r for r in ArtifactStore(uri).index() if args.stage in (None, r["stage"])]
+    rows = [r for r in ArtifactStore(uri, log=_warn).index() if args.stage in (None, r["stage"])]
     if not rows:
         print(f"no stage runs in {uri}" + (f" for stage {args.stage}" if args.stage else ""))
         return 0

@@ -167,21 +167,43 @@ class ExperimentConfig(BaseModel):
         return trial_graph(self).key
 
 
+_KEY_MARK = "[key]"  # pydantic's last loc part when a mapping's key, not its value, is wrong
+
+
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     lines = []
     for e in err.errors():
-        parts = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
+        bad_key = e["loc"][-1:] == (_KEY_MARK,)
+        parts = _loc_parts(e["loc"], e.get("input") if bad_key else None)
         sub = (e.get("ctx") or {}).get("sub_loc")  # an error found inside a section's own options model
         loc = ".".join(parts + ([sub] if sub else []))
         where = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the documented fields)"
+        if bad_key:
+            msg = ("this key must be text: YAML reads an unquoted true/false, yes/no or on/off as a boolean and "
+                   "digits as a number; quote it")
         bad = e.get("input")
         shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(bad, (dict, BaseModel)) or sub \
-            else f" (got {bad!r})"
+            or bad_key else f" (got {bad!r})"
         lines.append(f"  {where}: {msg}{shown}")
     return "\n".join(lines)
+
+
+def _loc_parts(loc: tuple, bad_key: Any = None) -> list[str]:
+    """An error's location as the user's file spells it. A wrong key is reported by pydantic as the key
+    (a YAML ``true:`` already turned into ``1``) then ``[key]``: the key is shown as YAML writes it."""
+    parts = [str(p) for p in loc if not str(p).startswith("function-")]
+    if parts[-1:] == [_KEY_MARK]:
+        parts[-2:] = [_yaml_scalar(bad_key)]
+    return parts
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

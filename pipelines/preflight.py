@@ -5,15 +5,19 @@ The schema (``pipelines.config``) catches what one config can get wrong on its o
 data or a model (a rewind step beyond training, a layer name the model lacks, more images per class
 than a class has, a model that cannot take the data's inputs) is asked of each stage of every trial
 the sweep can produce, through ``Stage.check``, so the rule lives beside the code that would fail.
-Then what lies outside the config: the output directory and the tracking server.
+Then what lies outside the config: the output directory, the store, the study database a resume
+would open, and the tracking server.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sqlite3
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from .config import ConfigError, ExperimentConfig, sweep_points, trial_config
 
@@ -24,9 +28,14 @@ def preflight(cfg: ExperimentConfig, raw: dict, out_dir: Path) -> None:
     """Raise ``ConfigError`` naming the field (and the sweep point) for the first problem found.
 
     Resolves ``data.root`` in ``raw`` to an absolute path, since Tune runs trials in other directories."""
+    from .sweep_state import STUDY_FILE  # imports torch; this module's checks must not (prunetune prune)
+
     raw.setdefault("data", {})
     raw["data"] = {**raw["data"], "root": str(Path(cfg.data.root).resolve())}
     check_output_dir(out_dir)
+    check_store_uri(cfg.store.uri)
+    if cfg.sweep.optuna is not None:
+        check_study_file(out_dir / STUDY_FILE)
     check_search_space(cfg)
     check_tracking_server(cfg.tracking.tracking_uri)
     check_trials(cfg, raw)
@@ -34,20 +43,53 @@ def preflight(cfg: ExperimentConfig, raw: dict, out_dir: Path) -> None:
 
 def check_output_dir(out_dir: Path) -> None:
     """The output directory can be created and written (a read-only mount, a file in the way)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} exists and is not a directory")
-    probe_in = out_dir
+    check_writable_dir(out_dir, f"--out {out_dir}", "choose a writable output directory with --out")
+
+
+def check_store_uri(uri: str | None) -> None:
+    """A local store (a path or ``file://``) can be created and written: otherwise Ray would start and
+    every trial would end as an error row. Other schemes are the schema's business."""
+    if uri is None or ("://" in uri and not uri.startswith("file://")):
+        return
+    path = Path(url2pathname(urlsplit(uri).path)) if "://" in uri else Path(uri).expanduser().resolve()
+    check_writable_dir(path, f"store.uri {uri}", "point store.uri at a writable directory (or leave it unset: "
+                       "<out>/store)")
+
+
+def check_writable_dir(path: Path, label: str, advice: str) -> None:
+    """``path`` is a directory, or can become one, in which this process can create files: the nearest
+    existing ancestor is probed with a file created and removed at once, so nothing is left behind.
+    ``label`` is the option or field with its value as the user gave it."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{label} exists and is not a directory")
+    probe_in = path
     while not probe_in.exists():
         probe_in = probe_in.parent
     if not probe_in.is_dir():
-        raise ConfigError(f"--out {out_dir}: {probe_in} is not a directory")
+        raise ConfigError(f"{label}: {probe_in} is not a directory")
     try:
         fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".prunetune-probe-")
     except OSError as exc:
-        raise ConfigError(f"--out {out_dir}: cannot write in {probe_in} ({exc.strerror}); "
-                          "choose a writable output directory with --out") from None
+        raise ConfigError(f"{label}: cannot write in {probe_in} ({exc.strerror}); {advice}") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def check_study_file(path: Path) -> None:
+    """An existing study database is one SQLite can read (Optuna would end in a DatabaseError traceback).
+    A lock held by a live driver is not damage: that case is left to the driver check."""
+    if not path.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            return
+        verdict = (str(exc),)
+    if verdict != ("ok",):
+        raise ConfigError(f"{path} is not a readable Optuna study ({verdict[0] if verdict else 'empty answer'}); "
+                          "restore it from a backup, or start the sweep afresh in another --out")
 
 
 def check_search_space(cfg: ExperimentConfig) -> None:

@@ -188,6 +188,18 @@ def _model_config(args: argparse.Namespace):
         raise PruneInputError(f"--model {args.model!r}: {msgs}") from None
 
 
+def _writable_out(out: Path) -> Path:
+    """Checked before any scoring: a read-only place would otherwise fail only at the end, as an OSError."""
+    from .config import ConfigError
+    from .preflight import check_writable_dir
+
+    try:
+        check_writable_dir(out, f"--out {out}", "choose a writable output directory with --out")
+    except ConfigError as exc:
+        raise PruneInputError(str(exc)) from None
+    return out
+
+
 def _read_checkpoint(path: Path) -> dict:
     import torch
 
@@ -245,9 +257,7 @@ def _prepare(args: argparse.Namespace) -> dict:
             f"--method {prune.method!r} searches its mask by training or does not prune; 'prunetune prune' scores "
             f"without training: use one of {_at_init_methods()}, or 'prunetune run' for the others"
         )
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise PruneInputError(f"--out {out} exists and is not a directory")
+    out = _writable_out(Path(args.out))
     if args.dataset and args.input_shape:
         raise PruneInputError("give either --dataset or --input-shape (with --num-classes), not both")
     if args.num_classes is not None and not args.input_shape:

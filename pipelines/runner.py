@@ -30,8 +30,8 @@ from .live import FileLog, PhaseProgress, SweepView, stages_log_dir, trial_log, 
 from .results import amortize_shared_costs, copy_to_uri, write_results
 from .retry import with_retry_overrides
 from .summary import SUMMARY_FILE, summarize, write_summary
+from .sweep_state import STUDY_FILE, SweepState, TrialRecords, config_hash
 from .tracking_watch import TrackingWatch, bound_http_calls, describe_unreachable, is_unreachable
-from .sweep_state import SweepState, TrialRecords, config_hash
 from .tracking import (
     RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, rebase_artifacts,
     reopen_parent, share_trials_view, start_parent,
@@ -396,7 +396,7 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
     state = SweepState(
         name=cfg.name, config_hash=config_hash(raw), tracking_uri=tracking_uri, experiment_id=target.experiment_id,
         parent_run_id=target.parent_run_id, store_uri=store_for(cfg, out_dir).uri,
-        study_path=str(out_dir / "optuna.db"), study_name=cfg.name,
+        study_path=str(out_dir / STUDY_FILE), study_name=cfg.name,
     )
     state.claim()
     state.save(out_dir)

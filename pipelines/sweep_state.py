@@ -19,6 +19,7 @@ from training.identity import content_hash
 from training.io import atomic_write_text
 
 SWEEP_FILE = "sweep.json"
+STUDY_FILE = "optuna.db"  # the Optuna phase's study, beside it
 
 
 def config_hash(raw: dict) -> str:
@@ -97,9 +98,11 @@ class SweepState:
         if not path.is_file():
             return None
         try:
-            state = cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise ValueError(f"{path} is not a sweep state file ({exc}); move it away to start afresh") from None
+            state = cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:  # not UTF-8, not JSON, not the record's fields
+            raise ValueError(f"{path} is not a sweep record ({type(exc).__name__}: {_first_line(exc)}); restore it "
+                             f"from a backup, or start afresh elsewhere, reusing its finished stages: prunetune run "
+                             f"{out_dir / 'config.yaml'} --out NEW_DIR --set store.uri={out_dir / 'store'}") from None
         for name in LOCAL_FIELDS:
             setattr(state, name, _absolute(getattr(state, name), Path(out_dir).resolve()))
         return state
@@ -126,6 +129,10 @@ def _absolute(value: str, out_dir: Path) -> str:
     scheme = SQLITE if value.startswith(SQLITE) else ""
     path = value.removeprefix(scheme)
     return scheme + str(out_dir / path.removeprefix(_HERE)) if path.startswith(_HERE) else value
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [""])[0][:200]
 
 
 _SLOT = re.compile(r"^(grid|optuna)-\d+$")

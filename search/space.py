@@ -197,7 +197,8 @@ class OptunaConfig(BaseModel):
             names = {str(c): c for c in parent.choices}
             for choice, sub in branches.items():
                 if str(choice) not in names:
-                    raise ValueError(f"conditional.{axis}.{choice}: not one of its choices {parent.choices}")
+                    raise ValueError(f"conditional.{axis}.{choice}: not one of its choices {parent.choices} "
+                                     f"(as keys: {', '.join(repr(n) for n in names)})")
                 clash = sorted(set(sub) & (set(self.space) | set(self.fixed)))
                 if clash:
                     raise ValueError(f"conditional.{axis}.{choice}: {clash} are already in space or fixed")

@@ -4,12 +4,14 @@ Ray's own ``OptunaSearch`` keeps its trial bookkeeping in memory, so a killed dr
 study trials were running, and a restarted search asks for new ones: the study then holds killed
 trials as RUNNING forever and counts configurations twice. This searcher keeps nothing that the
 study does not: on (re)start it first re-runs the trials an earlier attempt left RUNNING, under their
-own numbers and parameters, then asks for new ones until the study holds ``num_samples`` trials.
+own numbers and parameters, then asks for new ones until the study holds ``num_samples`` trials, from
+a sampler seeded per attempt (``attempt_seed``) so that a resume does not replay earlier draws.
 A trial that fails, or ends without every objective (e.g. stopped early by a scheduler), is told to
 Optuna as FAIL or PRUNED, never as COMPLETE with partial values.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from typing import Any
@@ -52,13 +54,36 @@ def study_storage(path: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 30}})
 
 
+def attempt_seed(seed: int | None, trials_so_far: int) -> int | None:
+    """The sampler's seed for an attempt that finds ``trials_so_far`` trials in the study.
+
+    A sampler keeps its random state in memory, so one rebuilt with the configured seed on a resume
+    replays the first attempt's draws (trial #5 drew trial #0's parameters). A fresh study gets the
+    configured seed itself (a new sweep is reproducible, and the same as before this rule); a study
+    that already holds trials gets a seed derived from both, so every resume draws new points and
+    resuming the same study twice still draws the same ones."""
+    if seed is None or trials_so_far == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{trials_so_far}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")  # numpy's seeds stop at 2**32
+
+
+def _trials_so_far(storage: optuna.storages.BaseStorage, name: str) -> int:
+    try:
+        return storage.get_n_trials(storage.get_study_id_from_name(name))
+    except KeyError:  # no such study yet
+        return 0
+
+
 def open_study(path: str, name: str, modes: list[str], sampler: str, seed: int | None,
                space: dict[str, Any] | None = None, constrained: bool = False,
                metrics: list[str] | None = None) -> optuna.Study:
     """Create the study or continue it; its directions are part of its identity. ``metrics`` names the
     objectives (optuna-dashboard then says 'val_accuracy', not 'Objective 0')."""
     directions = ["maximize" if m == "max" else "minimize" for m in modes]
-    study = optuna.create_study(storage=study_storage(path), study_name=name, directions=directions,
+    storage = study_storage(path)
+    seed = attempt_seed(seed, _trials_so_far(storage, name))
+    study = optuna.create_study(storage=storage, study_name=name, directions=directions,
                                 sampler=make_sampler(sampler, seed, space, constrained), load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:
         raise ValueError(f"the study {name!r} in {path} has directions "

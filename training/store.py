@@ -288,8 +288,24 @@ class ArtifactStore:
         if self._fs.get_file_info(d).type != pafs.FileType.Directory:
             return []
         # in-flight writes are dot-files, which dataset discovery skips
-        table = pads.dataset(d, filesystem=self._fs, format="parquet", schema=_INDEX_SCHEMA).to_table()
-        return sorted(table.to_pylist(), key=lambda r: r["start"] or 0.0)
+        try:
+            rows = pads.dataset(d, filesystem=self._fs, format="parquet", schema=_INDEX_SCHEMA).to_table().to_pylist()
+        except (pa.ArrowException, OSError):
+            rows = self._index_file_by_file(d)
+        return sorted(rows, key=lambda r: r["start"] or 0.0)
+
+    def _index_file_by_file(self, d: str) -> list[dict]:
+        """The index rows of every readable file; each unreadable one (a torn copy, something else put
+        there) is named once through ``log`` and skipped: the index is history, the entries are the truth."""
+        rows: list[dict] = []
+        for info in self._fs.get_file_info(pafs.FileSelector(d)):
+            if info.type != pafs.FileType.File or info.base_name.startswith((".", "_")):
+                continue
+            try:
+                rows += pq.read_table(info.path, filesystem=self._fs, schema=_INDEX_SCHEMA).to_pylist()
+            except (pa.ArrowException, OSError) as e:
+                self.log(f"artifact store: skipping the unreadable index file {info.path} ({type(e).__name__}: {e})")
+        return rows
 
     # ---- writing -------------------------------------------------------------------------
 

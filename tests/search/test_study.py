@@ -105,3 +105,44 @@ def test_the_study_names_its_metrics_and_records_rows_and_curves(tmp_path, objec
         assert t.intermediate_values == {1: 0.5, 2: 0.7}
     else:
         assert t.user_attrs[CURVE_ATTR] == [[1, 0.5], [2, 0.7]]
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_resumed_study_draws_new_points(tmp_path, sampler):
+    """Each attempt reopens the study as the runner does (same configured seed); a resume must not
+    replay the first attempt's draws (issue 19: after two kills trial #5 drew trial #0's parameters)."""
+    from search.study import open_study, remaining_trials, settle_ended
+
+    path, space = str(tmp_path / "optuna.db"), {
+        "prune.sparsity": optuna.distributions.FloatDistribution(0.5, 0.95),
+        "train.lr": optuna.distributions.FloatDistribution(0.01, 0.2, log=True)}
+    num_samples = 6
+
+    def attempt(runs: int, finish: bool = True) -> None:
+        study = open_study(path, "s", ["max"], sampler, 0, metrics=["val_accuracy"])
+        settle_ended(study, {}, ["val_accuracy"])
+        searcher = StudySearcher(study, space, ["val_accuracy"], num_samples)
+        for i in range(min(runs, remaining_trials(study, num_samples))):
+            searcher.suggest(f"t{i}")
+            if finish:
+                searcher.on_trial_complete(f"t{i}", {"status": "ok", "val_accuracy": 0.5 + i / 100})
+
+    attempt(2)
+    attempt(1, finish=False)  # killed with its trial running: the next attempt re-runs it
+    attempt(num_samples)
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{path}").trials
+    assert [t.number for t in trials] == list(range(num_samples))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    draws = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(draws)) == num_samples, draws
+
+
+def test_a_fresh_study_keeps_the_configured_seed(tmp_path):
+    """Two new sweeps with the same seed draw the same points (reproducible), as before per-attempt seeds."""
+    from search.study import attempt_seed, open_study
+
+    assert attempt_seed(7, 0) == 7 and attempt_seed(None, 3) is None
+    assert attempt_seed(7, 2) == attempt_seed(7, 2) != attempt_seed(7, 3)
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    firsts = [open_study(str(tmp_path / f"{i}.db"), "s", ["max"], "random", 0).ask(space).params for i in range(2)]
+    assert firsts[0] == firsts[1]
