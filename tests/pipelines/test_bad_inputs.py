@@ -53,6 +53,7 @@ def _sweep_dir(tmp_path: Path, config: str) -> Path:
     SweepState(name="t", config_hash="h", tracking_uri=f"sqlite:///{out}/mlflow.db", experiment_id="1",
                parent_run_id="p", store_uri=str(out / "store"), study_path=str(out / STUDY_FILE),
                study_name="t", status="interrupted").save(out)
+    (out / "mlflow.db").touch()  # present, as in a real sweep (a missing one is refused first)
     return out
 
 
