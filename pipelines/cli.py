@@ -97,7 +97,8 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
     from .config import ConfigError
     from .live import SweepView
     from .results import error_lines
-    from .runner import SweepInterrupted, TrackingLost, run_sweep
+    from .outages import outage
+    from .runner import SweepInterrupted, SweepOutage, TrackingLost, run_sweep
     from .summary import render_summary, summarize
 
     config_text = yaml.safe_dump(raw, sort_keys=False)
@@ -105,6 +106,9 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
         outcome = run_sweep(cfg, raw, out_dir, config_text, view=SweepView(verbosity), resume=resume)
     except ConfigError as exc:
         return _fail(str(exc))
+    except SweepOutage as exc:
+        return _fail(f"{exc}; the sweep stopped (finished trials and stages are kept). Once that is fixed (free "
+                     f"space on the disk of {out_dir} and its store):  prunetune resume {out_dir}", code=1)
     except TrackingLost as exc:
         return _fail(f"the tracking server {exc} stopped answering; the sweep stopped (finished trials and stages "
                      f"are kept). Once it is back:  prunetune resume {out_dir}", code=1)
@@ -112,6 +116,13 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
         print(f"\nsweep stopped; finished trials and stages are kept. Resume with:  prunetune resume {out_dir}",
               file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 (an outage met by the driver itself: one line, the traceback to a log)
+        reason = outage(exc)
+        if reason is None:
+            raise
+        where = _keep_traceback(exc, out_dir)
+        return _fail(f"{reason}; the sweep stopped (finished trials and stages are kept){where}. Once that is "
+                     f"fixed:  prunetune resume {out_dir}", code=1)
     print()
     print("mean ± std over seeds per point (every trial: results.parquet and the report):")
     print("\n".join([render_summary(summarize(outcome.rows)), *error_lines(outcome.rows)]))
@@ -126,6 +137,23 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
         print(f"{sum(r['status'] == 'error' for r in outcome.rows)} trial(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _keep_traceback(exc: BaseException, out_dir: Path) -> str:
+    """The traceback in DIR/logs/driver-error.log, or the temp dir when DIR's disk is the full one."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    for folder in (out_dir / "logs", Path(tempfile.gettempdir())):
+        try:
+            path = folder / "driver-error.log" if folder != Path(tempfile.gettempdir()) else \
+                folder / f"prunetune-driver-error-{out_dir.name}.log"
+            path.write_text(text)
+            return f"; traceback in {path}"
+        except OSError:
+            continue
+    return ""
 
 
 def cmd_report(args: argparse.Namespace) -> int:

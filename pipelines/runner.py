@@ -31,7 +31,8 @@ from .results import amortize_shared_costs, copy_to_uri, write_results
 from .retry import with_retry_overrides
 from .summary import SUMMARY_FILE, summarize, write_summary
 from .sweep_state import STUDY_FILE, SweepState, TrialRecords, config_hash
-from .tracking_watch import TrackingWatch, bound_http_calls, describe_unreachable, is_unreachable
+from .outages import FATAL, fatal_stopper, outage
+from .tracking_watch import TrackingWatch, bound_http_calls
 from .tracking import (
     RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, rebase_artifacts,
     reopen_parent, share_trials_view, start_parent,
@@ -52,6 +53,10 @@ class SweepInterrupted(Exception):
 
 class TrackingLost(SweepInterrupted):
     """The tracking server stopped answering; the sweep stopped, resumable once it is back."""
+
+
+class SweepOutage(SweepInterrupted):
+    """A trial met a full disk or an unreachable server; the sweep stopped, resumable once fixed."""
 
 
 @dataclass
@@ -89,9 +94,13 @@ def _trial_fn(config: dict, **kwargs: Any) -> None:
     try:
         _run_slot(config, **kwargs)
     except Exception as exc:
-        if not is_unreachable(exc):
+        reason = outage(exc)
+        if reason is None:
             raise
-        print(f"the tracking server is out of reach ({describe_unreachable(exc)}); this trial is left unfinished")
+        from ray import tune
+
+        print(f"{reason}: this trial is left unfinished, the phase stops")
+        tune.report({FATAL: reason, PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0})
 
 
 def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, phase: str, fixed: dict,
@@ -157,7 +166,7 @@ def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         env = StageEnv.on(store, log=log, on_epoch=on_epoch, requested_by=f"{slot} {cfg.prune.method}")
         row = run_trial(cfg, env, logger, log=log)
     except Exception as exc:  # the row records it; the sweep goes on
-        if is_unreachable(exc):
+        if outage(exc) is not None:
             raise
         failed = {**report, **_error_row(exc)}
         log(f"FAILED: {failed['error']}")
@@ -207,6 +216,7 @@ def _run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, c
                              points=points, store=store, verbose=view.verbosity == "verbose"),
         {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
     )
+    stopper = fatal_stopper()
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
@@ -220,6 +230,7 @@ def _run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, c
             name=f"{phase}-attempt{attempt}",
             storage_path=str(out_dir / "ray_results"),
             failure_config=tune.FailureConfig(max_failures=cfg.failure.max_retries),
+            stop=stopper,
             callbacks=[tune_callback(PhaseProgress(phase, total, view.objectives(cfg, phase)), view.say)],
             verbose=0,
         ),
@@ -230,6 +241,8 @@ def _run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, c
     for result in grid:
         metrics = dict(result.metrics or {})
         if "status" in metrics:
+            continue
+        if stopper.reason is not None:  # stopped for an outage: no row, the slot stays unfinished
             continue
         if result.error is None and finished and "scheduler" in tune_kwargs:
             # Stopped early by the scheduler: a row of its own (the study already holds it as PRUNED).
@@ -249,6 +262,8 @@ def _run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, c
         if slot:
             TrialRecords(out_dir).update(slot, row={**_error_row(f"trial process failed: {result.error}"),
                                                     "phase": phase, "slot": slot})
+    if stopper.reason is not None:
+        raise SweepOutage(stopper.reason)
     if interrupted:
         raise SweepInterrupted(phase)
 
@@ -424,6 +439,12 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     if view.verbosity != "verbose":  # start-up notices of Ray and MLflow: in the logs, not on the console
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow logs each database error with its traceback before raising it; the sweep reports what
+    # it raises (a full disk) in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # Tune's own experiment state is not what a resume reads (each attempt is a fresh experiment), so
+    # failing to save it (a full disk) is not worth a traceback on the console.
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
     bounded = bound_http_calls()  # before MLflow is used; the workers get the same bounds
     started_ray = not ray.is_initialized()
     if started_ray:
@@ -494,29 +515,43 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         parent.metrics({"trials": len(outcome.rows), "trials_ok": sum(r["status"] == "ok" for r in outcome.rows)})
         status = "FINISHED" if outcome.ok else "FAILED"
         state.status = "finished"
-    except (SweepInterrupted, KeyboardInterrupt):
+    except (SweepInterrupted, KeyboardInterrupt) as exc:
         status, state.status = "KILLED", "interrupted"
         if not watch.usable():  # the watch stopped it, or the trials found the server gone first
             raise TrackingLost(state.tracking_uri) from None
+        if isinstance(exc, SweepOutage):
+            raise
         outcome.rows = _collect_rows(out_dir)
         amortize_shared_costs(outcome.rows)
         if outcome.rows:
             outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
             outcome.summary_path = write_summary(summarize(outcome.rows), out_dir / SUMMARY_FILE)
         raise SweepInterrupted(str(out_dir)) from None
-    except BaseException:
-        state.status = "failed"
+    except BaseException as exc:
+        # A full disk met by the driver itself (a results file, its MLflow records) is resumable too.
+        state.status = "interrupted" if outage(exc) else "failed"
         raise
     finally:
         watch.__exit__()
-        if watch.usable():  # else each call would wait out its retries: the resume ends these runs
-            end_running_children(target)
-            finish_run(state.tracking_uri, state.parent_run_id, status)
+        _end_runs(target, state, status, watch)
         state.save(out_dir)
         signal.signal(signal.SIGTERM, previous_sigterm)
         if started_ray:
             ray.shutdown()
     return outcome
+
+
+def _end_runs(target: TrackingTarget, state: SweepState, status: str, watch: TrackingWatch) -> None:
+    """End the runs a stop cut short, unless the outage that stopped the sweep makes that impossible
+    (the resume ends them): a dead server would make each call wait out its retries."""
+    if not watch.usable():
+        return
+    try:
+        end_running_children(target)
+        finish_run(state.tracking_uri, state.parent_run_id, status)
+    except Exception as exc:  # noqa: BLE001
+        if outage(exc) is None:
+            raise
 
 
 def _report(cfg: ExperimentConfig, out_dir: Path, rows: list[dict], parent: RunLogger,

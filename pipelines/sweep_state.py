@@ -7,6 +7,7 @@ sweep re-attaches to that run instead of creating a second one, and skips slots 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -90,7 +91,17 @@ class SweepState:
         record = asdict(self)
         for name in LOCAL_FIELDS:
             record[name] = _relative(record[name], out_dir)
-        atomic_write_text(out_dir / SWEEP_FILE, json.dumps(record, indent=2))
+        text = json.dumps(record, indent=2)
+        try:
+            atomic_write_text(out_dir / SWEEP_FILE, text)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not (out_dir / SWEEP_FILE).is_file():
+                raise
+            # A full disk has no room for a second copy; the record rewritten in place needs no new
+            # block (a few hundred bytes, as long as before), so the sweep is not left "running".
+            with open(out_dir / SWEEP_FILE, "r+", encoding="utf-8") as f:
+                f.write(text)
+                f.truncate()
 
     @classmethod
     def load(cls, out_dir: Path) -> "SweepState | None":

@@ -451,8 +451,15 @@ class ArtifactStore:
         tmp = self._path("stages", stage, f".tmp-{key}-{uuid.uuid4().hex}")
         final = self._path("stages", stage, key)
         fs.create_dir(tmp, recursive=True)
-        pafs.copy_files(str(work), tmp, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-        self._write(f"{tmp}/meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
+        try:
+            pafs.copy_files(str(work), tmp, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+            self._write(f"{tmp}/meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
+        except BaseException:  # a full disk, a lost mount: no half-staged directory left behind
+            try:
+                fs.delete_dir(tmp)
+            except Exception:  # noqa: BLE001 (the original error is the one to report)
+                pass
+            raise
         if self._local:
             try:
                 os.rename(tmp, final)

@@ -2,6 +2,7 @@
 traceback, nothing written and no Ray started. Mutations are generated from the config's own
 structure, so a field added to the quickstart is fuzzed too."""
 import copy
+from pathlib import Path
 
 import pytest
 import ray
@@ -9,7 +10,7 @@ import yaml
 
 from pipelines.cli import main
 
-QUICKSTART = yaml.safe_load(open("configs/quickstart.yaml"))
+QUICKSTART = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml").read_text())
 
 
 def _leaves(node, path=()):

@@ -147,10 +147,20 @@ def test_iterative_prune_at_init_exact_count_and_model_untouched():
     after = model.state_dict()
     for k, v in before.items():
         assert torch.equal(after[k], v), k
-    # linear schedule and layerwise scope too
-    mask = prune_at_init(model, SynFlowScorer(), 0.2, batches, rounds=3, schedule="linear", scope="layerwise")
+    # linear schedule and layerwise scope too: each round scores the mask of the previous one, whose
+    # layers keep 1 - 0.8 e/3 of their weights (the exponential schedule would keep 0.2^(e/3))
+    seen: list[dict[str, float]] = []
+
+    class Recording(SynFlowScorer):
+        def score(self, net, params, mask, batches):
+            seen.append({n: float(m.float().mean()) for n, m in mask.items()})
+            return super().score(net, params, mask, batches)
+
+    mask = prune_at_init(model, Recording(), 0.2, batches, rounds=3, schedule="linear", scope="layerwise")
     for name, m in mask.items():
         assert int(m.sum()) == round(0.2 * m.numel()), name
+        assert [round(s[name], 2) for s in seen] == [1.0, round(round((1 - 0.8 / 3) * m.numel()) / m.numel(), 2),
+                                                     round(round((1 - 1.6 / 3) * m.numel()) / m.numel(), 2)], name
 
 
 def test_layer_collapse_vgg16_magnitude_collapses_synflow_does_not():
