@@ -96,8 +96,8 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
 
     from .config import ConfigError
     from .live import SweepView
-    from .results import error_lines
     from .outages import outage
+    from .results import error_lines
     from .runner import SweepInterrupted, SweepOutage, TrackingLost, run_sweep
     from .summary import render_summary, summarize
 
@@ -116,7 +116,7 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
         print(f"\nsweep stopped; finished trials and stages are kept. Resume with:  prunetune resume {out_dir}",
               file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 (an outage met by the driver itself: one line, the traceback to a log)
+    except Exception as exc:  # an outage met by the driver itself: one line, the traceback to a log
         reason = outage(exc)
         if reason is None:
             raise

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import itertools
+import json
 import math
 import shutil
 import statistics

@@ -26,17 +26,31 @@ from pruning.config import EXPORT_METRICS
 from training.store import ArtifactStore
 
 from .config import ConfigError, ExperimentConfig, trial_config
-from .live import FileLog, PhaseProgress, SweepView, stages_log_dir, trial_log, tune_callback
+from .live import (
+    FileLog,
+    PhaseProgress,
+    SweepView,
+    stages_log_dir,
+    trial_log,
+    tune_callback,
+)
+from .outages import FATAL, fatal_stopper, outage
 from .results import amortize_shared_costs, copy_to_uri, write_results
 from .retry import with_retry_overrides
 from .summary import SUMMARY_FILE, summarize, write_summary
 from .sweep_state import STUDY_FILE, SweepState, TrialRecords, config_hash
-from .outages import FATAL, fatal_stopper, outage
-from .tracking_watch import TrackingWatch, bound_http_calls
 from .tracking import (
-    RunLogger, TrackingTarget, default_tracking_uri, end_running_children, finish_run, rebase_artifacts,
-    reopen_parent, share_trials_view, start_parent,
+    RunLogger,
+    TrackingTarget,
+    default_tracking_uri,
+    end_running_children,
+    finish_run,
+    rebase_artifacts,
+    reopen_parent,
+    share_trials_view,
+    start_parent,
 )
+from .tracking_watch import TrackingWatch, bound_http_calls
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's boxed tables and banners: the live view replaces them
@@ -549,7 +563,7 @@ def _end_runs(target: TrackingTarget, state: SweepState, status: str, watch: Tra
     try:
         end_running_children(target)
         finish_run(state.tracking_uri, state.parent_run_id, status)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if outage(exc) is None:
             raise
 
@@ -562,7 +576,7 @@ def _report(cfg: ExperimentConfig, out_dir: Path, rows: list[dict], parent: RunL
     try:
         html_path, md_path, figures = build_report(out_dir, rows, title=f"Sweep {cfg.name}",
                                                    description=describe_sweep(cfg).replace("**", "").replace("`", ""))
-    except Exception as exc:  # noqa: BLE001 (the results are written; say why the pictures are not)
+    except Exception as exc:
         echo(f"report not written: {type(exc).__name__}: {exc}")
         return None
     for f in figures:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-from datetime import datetime, timezone
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -187,7 +187,7 @@ def _log_outputs(logger: RunLogger, cfg: ExperimentConfig, row: dict, graph: Tri
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def describe_error(exc: BaseException) -> str:

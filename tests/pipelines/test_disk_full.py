@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.outages import outage, out_of_space
+from pipelines.outages import out_of_space, outage
 
 CONFIG = """
 name: full
