@@ -292,6 +292,21 @@ def _slot_of(config: dict | None, phase: str) -> str | None:
     return None
 
 
+def _nothing_to_run(cfg: ExperimentConfig, out_dir: Path) -> bool:
+    """Every grid slot and as many search trials as asked have a row: the sweep only rewrites its
+    results and report (seconds, not the tens of seconds a Ray start costs on a small machine)."""
+    from search.space import expand_grid
+
+    if SweepState.load(out_dir) is None:
+        return False
+    records = TrialRecords(out_dir).all()
+    points = expand_grid(cfg.sweep.grid) or ([{}] if cfg.sweep.optuna is None else [])
+    if any("row" not in records.get(f"grid-{i}", {}) for i in range(len(points))):
+        return False
+    searched = sum(slot.startswith("optuna-") and "row" in r for slot, r in records.items())
+    return cfg.sweep.optuna is None or searched >= cfg.sweep.optuna.num_samples
+
+
 def _collect_rows(out_dir: Path) -> list[dict[str, Any]]:
     def order(item):
         phase, _, n = item[0].partition("-")
@@ -460,7 +475,8 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     # failing to save it (a full disk) is not worth a traceback on the console.
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
     bounded = bound_http_calls()  # before MLflow is used; the workers get the same bounds
-    started_ray = not ray.is_initialized()
+    needs_ray = not _nothing_to_run(cfg, out_dir)  # a finished sweep re-run or resumed: no cluster to start
+    started_ray = needs_ray and not ray.is_initialized()
     if started_ray:
         from training.plugins import shippable_paths
 
@@ -482,8 +498,9 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     # Set after ray.init, whose own handler would abort the driver and leave the sweep marked failed.
     previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
     try:  # before anything is written: a request the cluster cannot meet would wait forever
-        check_cluster(cfg, ray.cluster_resources, echo)
-        check_worker_plugins(raw)
+        if needs_ray:
+            check_cluster(cfg, ray.cluster_resources, echo)
+            check_worker_plugins(raw)
         state = _begin(cfg, raw, out_dir, config_text, resume)
     except BaseException:
         signal.signal(signal.SIGTERM, previous_sigterm)

@@ -22,7 +22,7 @@ train: {epochs: 1, batch_size: 64}
 ray: {num_cpus: 2}
 sweep:
   grid:
-    - {prune.method: [random, magnitude, snip, synflow], prune.sparsity: [0.5, 0.8, 0.9], seed: [0, 1]}
+    - {prune.method: [random, magnitude], prune.sparsity: [0.5, 0.8, 0.9], seed: [0, 1]}
 """
 
 
@@ -62,17 +62,17 @@ def test_a_sweep_on_a_full_disk_stops_cleanly_and_resumes_once_there_is_space(tm
         assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
         assert not [p for p in out.rglob(".tmp-*")], "staging directories left behind"
         done = [p for p in (out / "trials").glob("*.json") if "row" in json.loads(p.read_text())]
-        assert 0 < len(done) < 24  # it did stop part way
+        assert 0 < len(done) < 12  # it did stop part way
 
         subprocess.run(["mount", "-o", "remount,size=300m", str(disk)], check=True)
         resumed = subprocess.run([sys.executable, "-m", "pipelines.cli", "resume", str(out), "--quiet"],
                                  capture_output=True, text=True, timeout=600)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         rows = pq.read_table(out / "results.parquet").to_pylist()
-        assert len(rows) == 24 and all(r["status"] == "ok" for r in rows)
+        assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
         with sqlite3.connect(out / "mlflow.db") as db:
             runs = db.execute("SELECT r.status FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
                               "WHERE e.name = 'full'").fetchall()
-        assert sorted(s for (s,) in runs) == ["FINISHED"] * 25  # one parent, one child per row
+        assert sorted(s for (s,) in runs) == ["FINISHED"] * 13  # one parent, one child per row
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)

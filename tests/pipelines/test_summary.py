@@ -136,7 +136,7 @@ CONFIG = """
 name: three-by-three
 data: {name: digits, val_fraction: 0.15, test_fraction: 0.25}
 model: {name: mlp, options: {widths: [48, 24]}}
-train: {epochs: 2, batch_size: 64, optimizer: sgd, lr: 0.05, momentum: 0.9}
+train: {epochs: 1, batch_size: 64, optimizer: sgd, lr: 0.05, momentum: 0.9}
 prune: {method: magnitude, sparsity: 0.9, prune_fraction: 0.5}
 resources: {cpu: 1, gpu: 0}
 sweep:

@@ -19,12 +19,12 @@ CONFIG = """
 name: lost
 data: {{name: digits}}
 model: {{name: mlp, options: {{widths: [32]}}}}
-train: {{epochs: 2, batch_size: 64}}
+train: {{epochs: 1, batch_size: 64}}
 tracking: {{tracking_uri: "{uri}"}}
 ray: {{num_cpus: 1}}
 sweep:
   grid:
-    - {{prune.method: [random, magnitude], prune.sparsity: [0.3, 0.5, 0.7, 0.8, 0.9, 0.95]}}
+    - {{prune.method: [random, magnitude], prune.sparsity: [0.5, 0.8, 0.9, 0.95]}}
 """
 
 
@@ -72,7 +72,7 @@ def test_a_sweep_whose_tracking_server_dies_stops_and_resumes(tmp_path):
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 240
-        while len(list((out / "trials").glob("*.json"))) < 3 or not any(
+        while len(list((out / "trials").glob("*.json"))) < 2 or not any(
                 "row" in json.loads(p.read_text() or "{}") for p in (out / "trials").glob("*.json")):
             assert driver.poll() is None and time.time() < deadline, log.seek(0) or log.read()
             time.sleep(0.2)
@@ -99,7 +99,7 @@ def test_a_sweep_whose_tracking_server_dies_stops_and_resumes(tmp_path):
         import pyarrow.parquet as pq
 
         rows = pq.read_table(out / "results.parquet").to_pylist()
-        assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
+        assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
         client = MlflowClient(tracking_uri=uri)
         runs = client.search_runs([client.get_experiment_by_name("lost").experiment_id], max_results=1000)
         parents = [r for r in runs if r.data.tags.get("prunetune.role") == "sweep"]
