@@ -103,8 +103,9 @@ def _error_row(exc: BaseException | str) -> dict[str, Any]:
 
 
 def _trial_fn(config: dict, **kwargs: Any) -> None:
-    """The Tune trainable. A tracking server out of reach leaves the slot without a row (unfinished:
-    the resume runs it again under its own run) instead of recording the outage as the trial's error."""
+    """The Tune trainable. An outage (a full disk, a tracking server out of reach) leaves the slot
+    without a row (unfinished: the resume runs it again under its own run) and stops the phase,
+    instead of recording the outage as this and every later trial's error."""
     try:
         _run_slot(config, **kwargs)
     except Exception as exc:
