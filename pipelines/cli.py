@@ -5,12 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_CONFIG = 2
-
-
-def _fail(msg: str, code: int = EXIT_CONFIG) -> int:
-    print(f"prunetune: error: {msg}", file=sys.stderr)
-    return code
+from .cli_errors import EXIT_FAILED, EXIT_STOPPED
+from .cli_errors import fail as _fail
 
 
 def _warn(msg: str) -> None:
@@ -108,21 +104,21 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
         return _fail(str(exc))
     except SweepOutage as exc:
         return _fail(f"{exc}; the sweep stopped (finished trials and stages are kept). Once that is fixed (free "
-                     f"space on the disk of {out_dir} and its store):  prunetune resume {out_dir}", code=1)
+                     f"space on the disk of {out_dir} and its store):  prunetune resume {out_dir}", code=EXIT_FAILED)
     except TrackingLost as exc:
         return _fail(f"the tracking server {exc} stopped answering; the sweep stopped (finished trials and stages "
-                     f"are kept). Once it is back:  prunetune resume {out_dir}", code=1)
+                     f"are kept). Once it is back:  prunetune resume {out_dir}", code=EXIT_FAILED)
     except SweepInterrupted:
         print(f"\nsweep stopped; finished trials and stages are kept. Resume with:  prunetune resume {out_dir}",
               file=sys.stderr)
-        return 130
+        return EXIT_STOPPED
     except Exception as exc:  # an outage met by the driver itself: one line, the traceback to a log
         reason = outage(exc)
         if reason is None:
             raise
         where = _keep_traceback(exc, out_dir)
         return _fail(f"{reason}; the sweep stopped (finished trials and stages are kept){where}. Once that is "
-                     f"fixed:  prunetune resume {out_dir}", code=1)
+                     f"fixed:  prunetune resume {out_dir}", code=EXIT_FAILED)
     print()
     print("mean ± std over seeds per point (every trial: results.parquet and the report):")
     print("\n".join([render_summary(summarize(outcome.rows)), *error_lines(outcome.rows)]))
@@ -265,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:  # outside a sweep's phases (start-up, shut-down): nothing half-written
         print("\nprunetune: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_STOPPED
     except BrokenPipeError:  # `prunetune store DIR | head`: the reader left; not an error of ours
         import os
 

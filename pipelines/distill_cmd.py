@@ -46,9 +46,14 @@ def add_parser(sub) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from .cli import _fail
+    from .cli_errors import fail as _fail
     from .config import (
-        ConfigError, absolute_plugin_paths, apply_override, format_validation_error, import_plugins, parse_override,
+        ConfigError,
+        absolute_plugin_paths,
+        apply_override,
+        format_validation_error,
+        import_plugins,
+        parse_override,
         read_yaml,
     )
 

@@ -4,11 +4,12 @@ moment it is installed (entry points) or named with ``--plugin``."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
+
+from .cli_errors import fail
 
 KINDS = ("methods", "models", "datasets", "distillers")
 
@@ -60,7 +61,6 @@ def entries(kind: str) -> list[tuple[str, str, str, type[BaseModel] | None]]:
             rows.append(("tv:<name>", "torchvision", "any torchvision classification model", None))
         return rows
     from distill.config import DISTILLER_DECLS
-
     from training.registry import load_attr
 
     return [(n, DISTILLER_DECLS.origin(n), "", load_attr(DISTILLER_DECLS.get(n)))
@@ -79,6 +79,5 @@ def cmd_list(args: argparse.Namespace) -> int:
                 for option, default, doc in option_rows(options):
                     print(f"      {option} = {default!r}" + (f"  # {doc}" if doc else ""))
     except (PluginError, ImportError) as exc:
-        print(f"prunetune: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     return 0

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-EXIT_CONFIG = 2
+from .cli_errors import fail as _fail
 
 # PruneConfig field -> the flag that sets it, for error messages.
 _FLAGS = {
@@ -83,11 +82,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", required=True, metavar="DIR", help="output directory for mask.pt and sparsity.json")
     p.set_defaults(func=cmd_prune)
     return p
-
-
-def _fail(msg: str) -> int:
-    print(f"prunetune: error: {msg}", file=sys.stderr)
-    return EXIT_CONFIG
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -125,7 +125,8 @@ def _group_alive(pgid: int) -> bool:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from .cli import _fail
+    from .cli_errors import EXIT_FAILED
+    from .cli_errors import fail as _fail
     from .sweep_state import SweepState
 
     out_dir = Path(args.dir).resolve()
@@ -170,12 +171,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         if not _wait_until_up(base, proc, START_TIMEOUT_S, on_wait=_waiting(t0)):
             tail = log_path.read_text(errors="replace")[-2000:]
             return _fail(f"the MLflow UI did not come up on {base} within {START_TIMEOUT_S:g} s; its log "
-                         f"{log_path} ends with:\n{tail}", code=1)
+                         f"{log_path} ends with:\n{tail}", code=EXIT_FAILED)
         print(f"up in {time.monotonic() - t0:.1f} s", flush=True)
         print(f"sweep {state.name!r}: {experiment_url(base, state.experiment_id, view)}\n(Ctrl-C stops the UI)",
               flush=True)
         proc.wait()
-        return _fail(f"the MLflow UI stopped by itself (exit {proc.returncode}); see {log_path}", code=1)
+        return _fail(f"the MLflow UI stopped by itself (exit {proc.returncode}); see {log_path}", code=EXIT_FAILED)
     except KeyboardInterrupt:
         print("\nstopping the MLflow UI", file=sys.stderr)
         return 0

@@ -112,7 +112,9 @@ def test_layer_allocations(tmp_path):
     row = run_trial(trial_config(RAW, explicit), tmp_path, log=lambda m: None)
     report = json.loads(stage_file(tmp_path, trial_config(RAW, explicit), "evaluate", "sparsity.json").read_text())
     assert report["layers"]["layers.0.weight"]["density"] == pytest.approx(0.1, abs=1e-3)
+    assert report["layers"]["layers.2.weight"]["density"] == pytest.approx(0.5, abs=1e-3)
     assert report["layers"]["fc.weight"]["density"] == 1.0
+    assert row["achieved_sparsity"] == pytest.approx(1 - report["kept"] / report["total"])  # the row is the mask's
     with pytest.raises(ValueError, match="not prunable|missing"):
         bad = trial_config(RAW, {**explicit, "prune.layer_densities": {"nope.weight": 0.5}})
         run_trial(bad, tmp_path, log=lambda m: None)
