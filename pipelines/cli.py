@@ -92,9 +92,9 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
 
     from .config import ConfigError
     from .live import SweepView
-    from .outages import outage
+    from .outages import SweepInterrupted, SweepOutage, TrackingLost, outage
     from .results import error_lines
-    from .runner import SweepInterrupted, SweepOutage, TrackingLost, run_sweep
+    from .runner import run_sweep
     from .summary import render_summary, summarize
 
     config_text = yaml.safe_dump(raw, sort_keys=False)

@@ -12,6 +12,19 @@ from .tracking_watch import describe_unreachable, is_unreachable
 
 FATAL = "prunetune_fatal"  # the key a trial reports its outage under
 
+
+class SweepInterrupted(Exception):
+    """The sweep was stopped (Ctrl-C) before every trial ran; ``prunetune resume DIR`` finishes it."""
+
+
+class TrackingLost(SweepInterrupted):
+    """The tracking server stopped answering; the sweep stopped, resumable once it is back."""
+
+
+class SweepOutage(SweepInterrupted):
+    """A trial met a full disk or an unreachable server; the sweep stopped, resumable once fixed."""
+
+
 _FULL_TEXT = ("No space left on device", "database or disk is full", "Disk quota exceeded", "[errno 28]")
 
 

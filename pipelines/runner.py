@@ -1,4 +1,6 @@
-"""Runs a sweep as Ray Tune experiments: shared stages, the grid phase, then the Optuna phase.
+"""A sweep's lifecycle: Ray up (only if a phase has work), the sweep state begun or re-opened, the
+phases (``pipelines.phases``) under the tracking watch and the SIGTERM handler, then the results,
+summary and report; on a stop, the state marked and the cut-short runs ended.
 
 Ray starts locally (embedded) unless ``ray.address`` names a cluster. Every path handed to a trial is
 absolute, because Tune changes each trial's working directory. The sweep directory remembers what
@@ -12,9 +14,7 @@ already there; the trial records and the store are written as each trial ends, s
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import signal
 import time
@@ -22,19 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pruning.config import EXPORT_METRICS
 from training.store import ArtifactStore
 
-from .config import ConfigError, ExperimentConfig, trial_config
+from .config import ConfigError, ExperimentConfig
 from .live import (
-    FileLog,
-    PhaseProgress,
     SweepView,
-    stages_log_dir,
-    trial_log,
-    tune_callback,
 )
-from .outages import FATAL, fatal_stopper, outage
+from .outages import SweepInterrupted, SweepOutage, TrackingLost, outage
+from .phases import (
+    collect_rows,
+    log_search_outcome,
+    optuna_phase,
+    run_phase,
+    shared_stages_first,
+)
 from .results import amortize_shared_costs, copy_to_uri, write_results
 from .retry import with_retry_overrides
 from .summary import SUMMARY_FILE, summarize, write_summary
@@ -56,21 +57,6 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's boxed tables and banners: the live view replaces them
 
 
-FINAL_TRAINING_STAGES = ("retrain", "pdp")  # whose epochs are the trial's training curve in MLflow
-PROGRESS_STAGES = (*FINAL_TRAINING_STAGES, "imp_level")  # whose epochs an early-stopping scheduler watches
-PROGRESS_STEP, PROGRESS_METRIC = "progress_step", "progress_val_accuracy"
-
-
-class SweepInterrupted(Exception):
-    """The sweep was stopped (Ctrl-C) before every trial ran; ``prunetune resume DIR`` finishes it."""
-
-
-class TrackingLost(SweepInterrupted):
-    """The tracking server stopped answering; the sweep stopped, resumable once it is back."""
-
-
-class SweepOutage(SweepInterrupted):
-    """A trial met a full disk or an unreachable server; the sweep stopped, resumable once fixed."""
 
 
 @dataclass
@@ -92,207 +78,7 @@ def store_for(cfg: ExperimentConfig, out_dir: Path) -> ArtifactStore:
     return ArtifactStore(cfg.store.uri or str(out_dir / "store"), lease_timeout_s=cfg.store.lease_timeout_s)
 
 
-# ------------------------------------------------------------------------------------- the trial
-def _error_row(exc: BaseException | str) -> dict[str, Any]:
-    from .trial import describe_error
-
-    msg = exc if isinstance(exc, str) else describe_error(exc)
-    return {"status": "error", "error": msg, "val_accuracy": math.nan, "test_accuracy": math.nan,
-            "remaining_params": math.nan, "density": math.nan, "flops": math.nan,
-            **{m: math.nan for m in EXPORT_METRICS}}
-
-
-def _trial_fn(config: dict, **kwargs: Any) -> None:
-    """The Tune trainable. An outage (a full disk, a tracking server out of reach) leaves the slot
-    without a row (unfinished: the resume runs it again under its own run) and stops the phase,
-    instead of recording the outage as this and every later trial's error."""
-    try:
-        _run_slot(config, **kwargs)
-    except Exception as exc:
-        reason = outage(exc)
-        if reason is None:
-            raise
-        from ray import tune
-
-        print(f"{reason}: this trial is left unfinished, the phase stops")
-        tune.report({FATAL: reason, PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0})
-
-
-def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, phase: str, fixed: dict,
-              points: list[dict], store: ArtifactStore, verbose: bool = False) -> None:
-    """Re-attaches to its slot's MLflow run, reports per epoch, then its row.
-
-    Errors become a row with status 'error' rather than aborting the sweep.
-    """
-    import torch
-    from ray import tune
-
-    from training.stage import StageEnv
-
-    from .trial import format_traceback, run_trial
-
-    if phase == "grid":
-        slot, overrides = f"grid-{config['slot']}", dict(points[config["slot"]])
-    else:
-        slot, overrides = f"optuna-{config['optuna_number']}", {**fixed, **config["overrides"]}
-    ctx = tune.get_context()
-    try:  # the plugins are imported here, in this worker, before the config can be read
-        cfg = trial_config(raw, overrides)
-    except ConfigError as exc:  # e.g. a plugin this node cannot import: one row, one line, no retries
-        failed = {"trial_id": ctx.get_trial_id(), "phase": phase, "slot": slot,
-                  "overrides": json.dumps(overrides, sort_keys=True), **_unvalidated_identity(raw, overrides),
-                  **_error_row(" ".join(str(exc).split()))}
-        TrialRecords(Path(out_dir)).update(slot, row=failed)
-        tune.report(failed | {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0})
-        return
-    torch.set_num_threads(max(1, int(cfg.resources.cpu)))
-    records = TrialRecords(Path(out_dir))
-    record = records.get(slot)
-    run_name = f"{cfg.prune.method} s={cfg.prune.sparsity:g} seed={cfg.seed} ({slot})"
-    if record.get("mlflow_run_id"):
-        logger = RunLogger.reattach(target, record["mlflow_run_id"])
-    else:
-        logger = RunLogger.child(target, run_name, {
-            "phase": phase, "slot": slot, "method": cfg.prune.method, "sparsity": f"{cfg.prune.sparsity:.6g}",
-            "density": f"{cfg.prune.density:.6g}", "seed": str(cfg.seed)})
-        records.update(slot, mlflow_run_id=logger.run_id, phase=phase, overrides=overrides)
-    logger.tags({"ray_trial_id": ctx.get_trial_id()})
-    logger.params({**cfg.result_settings(), "phase": phase})
-    report: dict[str, Any] = {
-        "trial_id": ctx.get_trial_id(), "phase": phase, "slot": slot,
-        "overrides": json.dumps(overrides, sort_keys=True), "mlflow_run_id": logger.run_id,
-        "method": cfg.prune.method, "target_sparsity": cfg.prune.sparsity, "seed": cfg.seed,
-    }
-    log = FileLog(trial_log(Path(out_dir), slot), echo=verbose, prefix=f"[{slot}] ")
-
-    # Every report carries the scheduler's time axis and metric (Tune checks each result for them); they
-    # move only with epochs of the stages a scheduler should compare, and 0 is below every rung.
-    progress: dict[str, float] = {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0}
-
-    def on_epoch(stage, rec: dict) -> None:  # intermediate results, for schedulers and the live view
-        values = {k: v for k, v in rec.items() if isinstance(v, (int, float))}
-        if stage.name in FINAL_TRAINING_STAGES:  # the run's own training curve
-            logger.metrics({k: v for k, v in values.items() if k not in ("epoch", "step")}, step=rec["epoch"])
-        if stage.name in PROGRESS_STAGES and "val_accuracy" in values:  # a point on the scheduler's time axis
-            progress.update({PROGRESS_STEP: progress[PROGRESS_STEP] + 1, PROGRESS_METRIC: values["val_accuracy"]})
-        tune.report(values | {"stage": stage.name} | report | progress)  # who it is, even if it never reports a row
-
-    try:
-        env = StageEnv.on(store, log=log, on_epoch=on_epoch, requested_by=f"{slot} {cfg.prune.method}")
-        row = run_trial(cfg, env, logger, log=log)
-    except Exception as exc:  # the row records it; the sweep goes on
-        if outage(exc) is not None:
-            raise
-        failed = {**report, **_error_row(exc)}
-        log(f"FAILED: {failed['error']}")
-        logger.tags({"error": failed["error"][:5000]})
-        _log_text(logger, "traceback.txt", format_traceback(exc))
-        logger.finish("FAILED")
-        records.update(slot, row=failed)
-        tune.report(failed | progress)
-        return
-    logger.finish("FINISHED")
-    full = {**row, **report, "status": "ok", "error": None}
-    records.update(slot, row=full)
-    tune.report(full | progress)
-
-
-def _unvalidated_identity(raw: dict, overrides: dict) -> dict[str, Any]:
-    """Method, target and seed read straight from the config, for a row whose config could not be read."""
-    from pruning.config import PruneConfig
-
-    from .config import apply_overrides
-
-    merged = apply_overrides({k: v for k, v in raw.items() if k != "sweep"}, overrides)
-    prune = merged.get("prune") if isinstance(merged.get("prune"), dict) else {}
-    default = {f: PruneConfig.model_fields[f].default for f in ("method", "sparsity")}
-    return {"method": prune.get("method", default["method"]), "target_sparsity": prune.get("sparsity", default["sparsity"]),
-            "seed": merged.get("seed", ExperimentConfig.model_fields["seed"].default)}
-
-
-def _log_text(logger: RunLogger, name: str, text: str) -> None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        path.write_text(text)
-        logger.artifact(path)
-
-
-# ---------------------------------------------------------------------------------------- phases
-def _run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, cfg: ExperimentConfig, raw: dict,
-               out_dir: Path, target: TrackingTarget, store: ArtifactStore, fixed: dict, points: list[dict],
-               total: int, view: SweepView) -> None:
-    """Run one Tune experiment; raises ``SweepInterrupted`` when it was stopped before its end."""
-    from ray import tune
-
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial_fn, raw=raw, out_dir=str(out_dir), target=target, phase=phase, fixed=fixed,
-                             points=points, store=store, verbose=view.verbosity == "verbose"),
-        {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
-    )
-    stopper = fatal_stopper()
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=cfg.sweep.max_concurrent_trials,
-            trial_dirname_creator=lambda t: f"{phase}_{t.trial_id}",
-            reuse_actors=True,
-            **tune_kwargs,
-        ),
-        run_config=tune.RunConfig(
-            name=f"{phase}-attempt{attempt}",
-            storage_path=str(out_dir / "ray_results"),
-            failure_config=tune.FailureConfig(max_failures=cfg.failure.max_retries),
-            stop=stopper,
-            callbacks=[tune_callback(PhaseProgress(phase, total, view.objectives(cfg, phase)), view.say)],
-            verbose=0,
-        ),
-    )
-    grid = tuner.fit()
-    interrupted = False
-    finished = grid.num_terminated + grid.num_errors == len(grid)  # else the experiment itself was stopped
-    for result in grid:
-        metrics = dict(result.metrics or {})
-        if "status" in metrics:
-            continue
-        if stopper.reason is not None:  # stopped for an outage: no row, the slot stays unfinished
-            continue
-        if result.error is None and finished and "scheduler" in tune_kwargs:
-            # Stopped early by the scheduler: a row of its own (the study already holds it as PRUNED).
-            slot = metrics.get("slot") or _slot_of(result.config, phase)
-            TrialRecords(out_dir).update(slot, row={
-                **_error_row(f"stopped early by the scheduler after {metrics[PROGRESS_STEP]} epochs "
-                             f"(val_accuracy {metrics.get(PROGRESS_METRIC, math.nan):.4f})"),
-                **{k: metrics.get(k) for k in ("method", "target_sparsity", "seed", "trial_id", "mlflow_run_id",
-                                               "overrides")},
-                "status": "pruned", "phase": phase, "slot": slot})
-            continue
-        if result.error is None:  # neither a row nor an error: the experiment was stopped
-            interrupted = True
-            continue
-        # The trainable itself died (e.g. killed for memory) after its retries: record its slot.
-        slot = metrics.get("slot") or _slot_of(result.config, phase)
-        if slot:
-            TrialRecords(out_dir).update(slot, row={**_error_row(f"trial process failed: {result.error}"),
-                                                    "phase": phase, "slot": slot})
-    if stopper.reason is not None:
-        raise SweepOutage(stopper.reason)
-    if interrupted:
-        raise SweepInterrupted(phase)
-
-
-def _slot_of(config: dict | None, phase: str) -> str | None:
-    if not config:
-        return None
-    if phase == "grid" and "slot" in config:
-        return f"grid-{config['slot']}"
-    if "optuna_number" in config:
-        return f"optuna-{config['optuna_number']}"
-    return None
-
-
+# ---------------------------------------------------------------------------------------- checks
 def _nothing_to_run(cfg: ExperimentConfig, out_dir: Path) -> bool:
     """Every grid slot and as many search trials as asked have a row: the sweep only rewrites its
     results and report (seconds, not the tens of seconds a Ray start costs on a small machine)."""
@@ -306,14 +92,6 @@ def _nothing_to_run(cfg: ExperimentConfig, out_dir: Path) -> bool:
         return False
     searched = sum(slot.startswith("optuna-") and "row" in r for slot, r in records.items())
     return cfg.sweep.optuna is None or searched >= cfg.sweep.optuna.num_samples
-
-
-def _collect_rows(out_dir: Path) -> list[dict[str, Any]]:
-    def order(item):
-        phase, _, n = item[0].partition("-")
-        return (phase != "grid", int(n))
-
-    return [r["row"] for _, r in sorted(TrialRecords(out_dir).all().items(), key=order) if "row" in r]
 
 
 def _shortfall(cfg: ExperimentConfig, have: dict[str, float]) -> str | None:
@@ -525,17 +303,17 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         points = with_retry_overrides(points, records)
         todo = [i for i in range(len(points)) if "row" not in records.get(f"grid-{i}")]
         if todo:
-            _shared_stages_first([points[i] for i in todo], raw, cfg, store, echo, out_dir)
+            shared_stages_first([points[i] for i in todo], raw, cfg, store, echo, out_dir)
             echo(f"grid phase: {len(todo)} trials" + (f" ({len(points) - len(todo)} already done)"
                                                       if len(todo) < len(points) else ""))
             from ray import tune
 
-            _run_phase("grid", state.attempts, {"slot": tune.grid_search(todo)}, {}, cfg, raw, out_dir, target,
+            run_phase("grid", state.attempts, {"slot": tune.grid_search(todo)}, {}, cfg, raw, out_dir, target,
                        store, {}, points, len(todo), view)
         if cfg.sweep.optuna is not None:
-            _optuna_phase(cfg, raw, out_dir, target, store, state, view)
-            _log_search_outcome(cfg, out_dir, parent)
-        outcome.rows = _collect_rows(out_dir)
+            optuna_phase(cfg, raw, out_dir, target, store, state, view)
+            log_search_outcome(cfg, out_dir, parent)
+        outcome.rows = collect_rows(out_dir)
         amortize_shared_costs(outcome.rows)
         outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
         outcome.summary_path = write_summary(summarize(outcome.rows), out_dir / SUMMARY_FILE)
@@ -553,7 +331,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
             raise TrackingLost(state.tracking_uri) from None
         if isinstance(exc, SweepOutage):
             raise
-        outcome.rows = _collect_rows(out_dir)
+        outcome.rows = collect_rows(out_dir)
         amortize_shared_costs(outcome.rows)
         if outcome.rows:
             outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
@@ -604,103 +382,3 @@ def _report(cfg: ExperimentConfig, out_dir: Path, rows: list[dict], parent: RunL
     return html_path
 
 
-def _shared_stages_first(points: list[dict], raw: dict, cfg: ExperimentConfig, store: ArtifactStore,
-                         echo: Callable[[str], None], out_dir: Path) -> None:
-    from .scheduling import run_shared_stages, shared_stages
-    from .trial import trial_graph
-
-    stages = [s for p in points for s in trial_graph(trial_config(raw, p)).stages()]
-    todo = shared_stages(stages, lambda s: store.is_done(s.name, s.key))
-    plugins = (list(cfg.plugins), list(cfg.plugin_paths))
-    for line in run_shared_stages(todo, store, cfg.resources.for_stage, echo, stages_log_dir(out_dir), plugins):
-        echo(f"shared stage failed (the trials that need it will report it): {line}")
-
-
-def _optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: TrackingTarget, store: ArtifactStore,
-                  state: SweepState, view: SweepView) -> None:
-    from search.space import CONSTRAINED_SAMPLERS
-    from search.study import StudySearcher, open_study, remaining_trials, settle_ended
-
-    opt = cfg.sweep.optuna
-    metrics = [o.metric for o in opt.objectives]
-    constraints = opt.parsed_constraints()
-    study = open_study(state.study_path, state.study_name, [o.mode for o in opt.objectives], opt.sampler, opt.seed,
-                       space=opt.space, constrained=bool(constraints) and opt.sampler in CONSTRAINED_SAMPLERS,
-                       metrics=metrics)
-    ended = {int(slot.split("-")[1]): r["row"] for slot, r in TrialRecords(out_dir).all().items()
-             if slot.startswith("optuna-") and "row" in r}
-    settle_ended(study, ended, metrics, constraints)
-    todo = remaining_trials(study, opt.num_samples)
-    if todo > 0:
-        conditional = {axis: {choice: {k: d.to_optuna() for k, d in sub.items()} for choice, sub in branches.items()}
-                       for axis, branches in opt.conditional.items()}
-        searcher = StudySearcher(study, {k: d.to_optuna() for k, d in search_space(cfg, raw).items()}, metrics,
-                                 opt.num_samples, constraints, conditional, progress=(PROGRESS_STEP, PROGRESS_METRIC))
-        view.say(f"optuna phase: {todo} trials (study {state.study_name!r} in {state.study_path}), "
-                 f"objectives {[(o.metric, o.mode) for o in opt.objectives]}"
-                 + (f", constraints {opt.constraints}" if constraints else ""))
-        tune_kwargs = {"search_alg": searcher, "num_samples": todo}
-        if opt.scheduler is not None:
-            tune_kwargs["scheduler"] = _scheduler(opt.scheduler)
-        _run_phase("optuna", state.attempts, {}, tune_kwargs, cfg, raw, out_dir, target, store, dict(opt.fixed), [],
-                   todo, view)
-    _write_pareto(study, out_dir, metrics)
-
-
-def search_space(cfg: ExperimentConfig, raw: dict) -> dict:
-    """The configured ranges, plus one per prunable layer when per-layer densities are searched (their
-    names come from the model the fixed settings build)."""
-    from pruning.mask import prunable_parameters
-    from search.space import CHANNEL_PARAM, layer_space
-    from training.data import load_dataset
-    from training.stage import fresh_model
-
-    opt = cfg.sweep.optuna
-    if opt.layer_densities is None and opt.channel_keep is None:
-        return dict(opt.space)
-    trial = trial_config(raw, dict(opt.fixed))
-    model = fresh_model(load_dataset(trial.data), trial.model, trial.seed)
-    layers = list(prunable_parameters(model, trial.prune.ignore))
-    if opt.layer_densities is not None:
-        return {**opt.space, **layer_space(opt.layer_densities, layers)}
-    # The classifier keeps every output: its rows are the classes.
-    return {**opt.space, **layer_space(opt.channel_keep, layers[:-1], CHANNEL_PARAM)}
-
-
-def _scheduler(sc):
-    """ASHA on the validation accuracy of each training epoch (retraining, PDP, IMP levels)."""
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(time_attr=PROGRESS_STEP, metric=PROGRESS_METRIC, mode="max", grace_period=sc.grace_period,
-                         reduction_factor=sc.reduction_factor, max_t=sc.max_t,
-                         brackets=3 if sc.type == "hyperband" else 1, stop_last_trials=False)
-
-
-def _log_search_outcome(cfg: ExperimentConfig, out_dir: Path, parent: RunLogger) -> None:
-    """pareto.parquet and the best trial per objective (among those meeting every constraint) on the parent run."""
-    opt = cfg.sweep.optuna
-    constraints = opt.parsed_constraints()
-    feasible = [r for r in _collect_rows(out_dir) if r.get("phase") == "optuna" and r.get("status") == "ok"
-                and all(isinstance(r.get(c.metric), (int, float)) and c.violation(r[c.metric]) <= 0 for c in constraints)]
-    for o in opt.objectives:
-        scored = [r for r in feasible if isinstance(r.get(o.metric), (int, float)) and math.isfinite(r[o.metric])]
-        if scored:
-            best = (max if o.mode == "max" else min)(scored, key=lambda r: r[o.metric])
-            parent.tags({f"best.{o.metric}": f"{best['slot']}: {best[o.metric]:.6g} (overrides {best.get('overrides')})"})
-    if (out_dir / "pareto.parquet").is_file():
-        parent.artifact(out_dir / "pareto.parquet")
-
-
-def _write_pareto(study, out_dir: Path, metrics: list[str]) -> Path:
-    """DIR/pareto.parquet: the study's non-dominated COMPLETE trials that meet every constraint, each with
-    its objectives, its searched settings and its result row (joined by slot)."""
-    from search.study import pareto_trials
-
-    rows = {r.get("slot"): r for r in _collect_rows(out_dir)}
-    front = []
-    for t in pareto_trials(study):
-        row = dict(rows.get(f"optuna-{t.number}", {}))
-        row.update({"optuna_number": t.number, **{f"objective.{m}": v for m, v in zip(metrics, t.values)},
-                    **{f"param.{k}": v for k, v in t.params.items()}})
-        front.append(row)
-    return write_results(front, out_dir / "pareto.parquet", extra_columns=True)

@@ -280,6 +280,17 @@ def layer_space(rng: FloatRange, layer_names: list[str], prefix: str = LAYER_PAR
     return {f"{prefix}{name}": rng for name in layer_names}
 
 
+def searched_space(opt: OptunaConfig, layer_names: list[str]) -> dict[str, Any]:
+    """The configured ranges, plus one per prunable layer when per-layer densities or channel fractions
+    are searched (``layer_names``: the prunable weights of the model the fixed settings build, in order;
+    the last, the classifier, keeps every output, so it gets no channel fraction)."""
+    if opt.layer_densities is not None:
+        return {**opt.space, **layer_space(opt.layer_densities, layer_names)}
+    if opt.channel_keep is not None:
+        return {**opt.space, **layer_space(opt.channel_keep, layer_names[:-1], CHANNEL_PARAM)}
+    return dict(opt.space)
+
+
 def overrides_from_params(params: dict[str, Any]) -> dict[str, Any]:
     """A study trial's parameters as config overrides: the per-layer densities become one 'scaled'
     allocation, the per-layer channel fractions one ``prune.channel_keep``."""

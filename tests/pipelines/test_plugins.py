@@ -210,7 +210,7 @@ def test_a_plugin_the_workers_cannot_import_fails_the_sweep_once_in_one_line(tmp
 
 def test_a_trial_whose_config_cannot_be_read_keeps_its_method_and_target():
     """The row of a trial whose worker cannot read its config (e.g. a plugin missing on that node)."""
-    from pipelines.runner import _unvalidated_identity
+    from pipelines.trainable import unvalidated_identity as _unvalidated_identity
 
     raw = {"prune": {"method": "fisher", "sparsity": 0.7}, "seed": 3, "sweep": {"grid": []}}
     assert _unvalidated_identity(raw, {"prune.sparsity": 0.9}) == {"method": "fisher", "target_sparsity": 0.9,
