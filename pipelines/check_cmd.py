@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ExperimentConfig, trial_config
+from .config import ExperimentConfig, grid_points, trial_config
 
 
 @dataclass
@@ -37,7 +37,6 @@ class PhasePlan:
 
 
 def plan_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path) -> list[PhasePlan]:
-    from search.space import expand_grid
     from training.stage import StageEnv
     from training.store import ArtifactStore
 
@@ -48,9 +47,7 @@ def plan_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path) -> list[PhasePla
     store = ArtifactStore(store_root) if "://" in store_root or Path(store_root).is_dir() else None
     env = StageEnv(store=None)
     done = {slot for slot, record in TrialRecords(out_dir).all().items() if "row" in record}
-    points = expand_grid(cfg.sweep.grid)
-    if not points and cfg.sweep.optuna is None:
-        points = [{}]
+    points = grid_points(cfg)
     phases = []
     if points:
         grid = PhasePlan("grid", len(points), done=sum(f"grid-{i}" in done for i in range(len(points))))

@@ -141,10 +141,9 @@ def _keep_traceback(exc: BaseException, out_dir: Path) -> str:
     import traceback
 
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    for folder in (out_dir / "logs", Path(tempfile.gettempdir())):
+    for path in (out_dir / "logs" / "driver-error.log",
+                 Path(tempfile.gettempdir()) / f"prunetune-driver-error-{out_dir.name}.log"):
         try:
-            path = folder / "driver-error.log" if folder != Path(tempfile.gettempdir()) else \
-                folder / f"prunetune-driver-error-{out_dir.name}.log"
             path.write_text(text)
             return f"; traceback in {path}"
         except OSError:

@@ -397,6 +397,11 @@ def _apply_variant(raw: dict, name: str) -> dict:
     return apply_overrides(raw, overrides)
 
 
+def grid_points(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    """The grid's trials, one point each; a config with neither a grid nor a search is its one trial."""
+    return expand_grid(cfg.sweep.grid) or ([{}] if cfg.sweep.optuna is None else [])
+
+
 def sweep_points(cfg: ExperimentConfig) -> list[tuple[str, dict[str, Any]]]:
     """Every grid point, Optuna's fixed settings, and each search axis at each end of its range (with
     the fixed settings): the trials that bound what a sweep can produce, each with where it comes from.

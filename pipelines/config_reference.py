@@ -114,7 +114,12 @@ def render() -> str:
     from distill.config import AUGMENT_OPS, DISTILL_METHODS
     from pruning.registry import METHODS
     from search.space import Categorical, FloatRange, IntRange, Objective, OptunaConfig
-    from training.settings import DATASET_NAMES, MODEL_OPTIONS, TV_PREFIX, TorchvisionOptions
+    from training.settings import (
+        DATASET_NAMES,
+        MODEL_OPTIONS,
+        TV_PREFIX,
+        TorchvisionOptions,
+    )
 
     from .config import ExperimentConfig
 
@@ -162,7 +167,6 @@ def _distill_options() -> dict[str, type[BaseModel]]:
     """Each built-in distillation method's own options, from its declaration (those modules import torch:
     only the reference and ``prunetune list`` load them); methods sharing a model share a table."""
     from distill.config import DISTILL_METHODS, DISTILLER_DECLS
-
     from training.registry import load_attr
 
     by_model: dict[type[BaseModel], list[str]] = {}

@@ -50,9 +50,15 @@ def fingerprint() -> dict[str, dict[str, Any]]:
     from distill.config import DISTILL_METHODS, DISTILLER_DECLS, DistillConfig
     from pruning.config import ExportConfig, PruneConfig
     from pruning.registry import METHODS
-    from training.settings import DATASET_DECLS, DATASET_NAMES, MODEL_DECLS, MODEL_OPTIONS, DataConfig, TrainConfig
-
     from training.registry import load_attr
+    from training.settings import (
+        DATASET_DECLS,
+        DATASET_NAMES,
+        MODEL_DECLS,
+        MODEL_OPTIONS,
+        DataConfig,
+        TrainConfig,
+    )
 
     out: dict[str, dict[str, Any]] = {}
     for section, model in (("data", DataConfig), ("train", TrainConfig), ("prune", PruneConfig),

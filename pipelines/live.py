@@ -7,11 +7,12 @@ Ray forward every worker's output, as before this view existed.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from .results import finite
 
 Verbosity = Literal["quiet", "normal", "verbose"]
 
@@ -61,10 +62,6 @@ def _clock(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-
 @dataclass
 class PhaseProgress:
     """Counts and bests of one phase, and the line printed when a trial ends."""
@@ -92,7 +89,7 @@ class PhaseProgress:
         self.cached += bool(row.get("cached"))
         label = f"{row.get('method')} s={_fmt(row.get('target_sparsity'))} seed={row.get('seed')}"
         for metric, mode in self.objectives:
-            v = _num(row.get(metric)) if ok else None
+            v = finite(row.get(metric)) if ok else None
             current = self.best.get(metric)
             if v is not None and (current is None or (v > current[0] if mode == "max" else v < current[0])):
                 self.best[metric] = (v, label)
@@ -111,7 +108,7 @@ class PhaseProgress:
 
 
 def _fmt(v: Any) -> str:
-    n = _num(v)
+    n = finite(v)
     if n is None:
         return "-"
     return f"{n:.4g}"

@@ -28,7 +28,9 @@ def preflight(cfg: ExperimentConfig, raw: dict, out_dir: Path) -> None:
     """Raise ``ConfigError`` naming the field (and the sweep point) for the first problem found.
 
     Resolves ``data.root`` in ``raw`` to an absolute path, since Tune runs trials in other directories."""
-    from .sweep_state import STUDY_FILE  # imports torch; this module's checks must not (prunetune prune)
+    from .sweep_state import (
+        STUDY_FILE,  # imports torch; this module's checks must not (prunetune prune)
+    )
 
     raw.setdefault("data", {})
     raw["data"] = {**raw["data"], "root": str(Path(cfg.data.root).resolve())}

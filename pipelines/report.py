@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 from pruning.collapse import NEAR_COLLAPSE_FRACTION
 
+from .results import finite
+
 FIGURES_DIR = "figures"
 
 
@@ -50,10 +52,6 @@ class SweepData:
     @property
     def styles(self) -> dict[str, tuple[str, str]]:
         return method_styles(self.rows)
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 def _plt():
@@ -166,15 +164,15 @@ def _legend(ax) -> None:
 
 
 def _density(r: dict) -> float | None:
-    d = _num(r.get("density"))
-    if d is None and _num(r.get("target_sparsity")) is not None:
+    d = finite(r.get("density"))
+    if d is None and finite(r.get("target_sparsity")) is not None:
         d = 1.0 - float(r["target_sparsity"])
     return d
 
 
 def _dense_band(ax, data: "SweepData") -> list[float]:
     """The dense baseline: its mean test accuracy as a line and its std over seeds as a band."""
-    dense = [a for a in (_num(r.get("test_accuracy")) for r in data.ok if r.get("method") == "dense")
+    dense = [a for a in (finite(r.get("test_accuracy")) for r in data.ok if r.get("method") == "dense")
              if a is not None]
     if not dense:
         return []
@@ -194,7 +192,7 @@ def accuracy_vs_density(data: SweepData, path: Path) -> Path | None:
     grid: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     search: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in data.ok:
-        acc, d = _num(r.get("test_accuracy")), _density(r)
+        acc, d = finite(r.get("test_accuracy")), _density(r)
         if acc is None or d is None or r.get("method") == "dense":
             continue
         if r.get("phase") == "grid":
@@ -243,14 +241,14 @@ def accuracy_vs_cost(data: SweepData, path: Path) -> Path | None:
     plt = _plt()
     axes_of = [(c, label) for c, label in (("remaining_params", "remaining parameters"), ("flops", "FLOPs"),
                                            ("latency_ms", "latency (ms)"))
-               if any(_num(r.get(c)) is not None for r in data.ok)]
+               if any(finite(r.get(c)) is not None for r in data.ok)]
     if not axes_of:
         return None
     fig, axes = plt.subplots(1, len(axes_of), figsize=(4.6 * len(axes_of), 4), squeeze=False)
     for ax, (col, label) in zip(axes[0], axes_of):
         by_method: dict[tuple[str, bool], list[tuple[float, float]]] = defaultdict(list)
         for r in data.ok:
-            x, y = _num(r.get(col)), _num(r.get("test_accuracy"))
+            x, y = finite(r.get(col)), finite(r.get("test_accuracy"))
             if x is not None and y is not None:
                 by_method[(r["method"], r.get("phase") != "grid")].append((x, y))
         for method, searched in sorted(by_method):
@@ -285,7 +283,7 @@ def search_front(data: SweepData, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
     front_ids = {r.get("trial_id") for r in data.pareto}
     for ax, ((mx, dx), (my, dy)) in zip(axes[0], pairs):
-        pts = [(_num(r.get(mx)), _num(r.get(my)), r.get("trial_id") in front_ids) for r in done]
+        pts = [(finite(r.get(mx)), finite(r.get(my)), r.get("trial_id") in front_ids) for r in done]
         pts = [p for p in pts if p[0] is not None and p[1] is not None]
         if not pts:
             continue
@@ -305,7 +303,7 @@ def _ticket_costs(r: dict) -> tuple[float, float, float, float]:
     """(wall, passes) this trial cost the sweep (shared stages split among their users) and (wall,
     passes) of its ticket found alone (every stage it needs, a small set's whole distillation)."""
     def num(key: str) -> float:
-        return _num(r.get(key)) or 0.0
+        return finite(r.get(key)) or 0.0
 
     return (num("search_amortized_wall_time_s") + num("distill_amortized_wall_time_s"),
             num("search_amortized_sample_passes") + num("distill_amortized_sample_passes"),
@@ -376,7 +374,7 @@ def _zero_and_log_axis(ax, values: list[float]) -> None:
 
 def _point_density(r: dict) -> float | None:
     """A grid trial at its target (the swept point, where the ticks are), a search trial where it landed."""
-    if r.get("phase") == "grid" and _num(r.get("target_sparsity")) is not None:
+    if r.get("phase") == "grid" and finite(r.get("target_sparsity")) is not None:
         return round(1.0 - float(r["target_sparsity"]), 6)
     d = _density(r)
     return round(d, 6) if d is not None else None
@@ -460,7 +458,7 @@ def imp_levels(data: SweepData, path: Path) -> Path | None:
     shown, densities = [], []
     for method, seed in sorted(curves, key=lambda k: (k[0], str(k[1]))):
         pts = sorted(((lv["density"], lv["test_accuracy"]) for lv in curves[(method, seed)]
-                      if _num(lv.get("density")) and _num(lv.get("test_accuracy")) is not None), reverse=True)
+                      if finite(lv.get("density")) and finite(lv.get("test_accuracy")) is not None), reverse=True)
         if pts:
             colour, marker = data.styles[method]
             ax.plot(*zip(*pts), marker=marker, markersize=4, color=colour, label=f"{method} seed={seed}",
@@ -469,7 +467,7 @@ def imp_levels(data: SweepData, path: Path) -> Path | None:
             shown += [a for _, a in pts]
     _dense_band(ax, data)
     _density_axis(ax, densities, "level density (log)", "test accuracy of the level's net")
-    _accuracy_limits(ax, shown + [_num(r.get("test_accuracy")) for r in data.ok if r.get("method") == "dense"])
+    _accuracy_limits(ax, shown + [finite(r.get("test_accuracy")) for r in data.ok if r.get("method") == "dense"])
     _legend(ax)
     return _save(fig, path)
 

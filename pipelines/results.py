@@ -59,6 +59,11 @@ def _stage_costs(row: dict[str, Any]) -> dict[str, list[float]]:
     return json.loads(row["search_stage_costs"]) if row.get("search_stage_costs") else {}
 
 
+def finite(v: Any) -> float | None:
+    """A row value as a float when it is a finite number (not a bool, None or NaN), else None."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and math.isnan(v):
         return None

@@ -13,7 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, ExperimentConfig, parse_override, trial_config
+from .config import (
+    ConfigError,
+    ExperimentConfig,
+    grid_points,
+    parse_override,
+    trial_config,
+)
 from .sweep_state import SweepState, TrialRecords
 
 
@@ -37,10 +43,8 @@ def retry_slots(out_dir: Path, failed: bool, named: list[str]) -> list[str]:
 def mark_for_retry(out_dir: Path, state: SweepState, cfg: ExperimentConfig, raw: dict[str, Any],
                    slots: list[str], sets: list[str]) -> dict[str, Any]:
     """Validate each retried slot's corrected config, then drop its row and record the correction."""
-    from search.space import expand_grid
-
     overrides = dict(parse_override(text) for text in sets)
-    points = expand_grid(cfg.sweep.grid) or [{}]
+    points = grid_points(cfg)
     records = TrialRecords(out_dir)
     for slot in slots:
         fixed = {**records.get(slot).get("retry_overrides", {}), **overrides}

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from training.store import ArtifactStore
 
-from .config import ConfigError, ExperimentConfig
+from .config import ConfigError, ExperimentConfig, grid_points
 from .live import (
     SweepView,
 )
@@ -82,12 +82,10 @@ def store_for(cfg: ExperimentConfig, out_dir: Path) -> ArtifactStore:
 def _nothing_to_run(cfg: ExperimentConfig, out_dir: Path) -> bool:
     """Every grid slot and as many search trials as asked have a row: the sweep only rewrites its
     results and report (seconds, not the tens of seconds a Ray start costs on a small machine)."""
-    from search.space import expand_grid
-
     if SweepState.load(out_dir) is None:
         return False
     records = TrialRecords(out_dir).all()
-    points = expand_grid(cfg.sweep.grid) or ([{}] if cfg.sweep.optuna is None else [])
+    points = grid_points(cfg)
     if any("row" not in records.get(f"grid-{i}", {}) for i in range(len(points))):
         return False
     searched = sum(slot.startswith("optuna-") and "row" in r for slot, r in records.items())
@@ -239,8 +237,6 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
               view: SweepView | None = None, resume: bool = False) -> SweepOutcome:
     import ray
 
-    from search.space import expand_grid
-
     out_dir = out_dir.resolve()
     view = view or SweepView()
     echo = view.say
@@ -294,11 +290,9 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         echo(f"resuming {out_dir} (attempt {state.attempts}): finished trials and stages are reused")
 
     status = "FAILED"
-    watch = TrackingWatch(state.tracking_uri).__enter__()
+    watch = TrackingWatch(state.tracking_uri).start()
     try:
-        points = expand_grid(cfg.sweep.grid)
-        if not points and cfg.sweep.optuna is None:
-            points = [{}]  # no sweep section: the config itself is the one trial
+        points = grid_points(cfg)
         records = TrialRecords(out_dir)
         points = with_retry_overrides(points, records)
         todo = [i for i in range(len(points)) if "row" not in records.get(f"grid-{i}")]
@@ -342,7 +336,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         state.status = "interrupted" if outage(exc) else "failed"
         raise
     finally:
-        watch.__exit__()
+        watch.stop()
         _end_runs(target, state, status, watch)
         state.save(out_dir)
         signal.signal(signal.SIGTERM, previous_sigterm)

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .results import SHOWN_AS, swept_settings
+from .results import SHOWN_AS, finite, swept_settings
 
 # (column, label in the text table, shown as a percentage): mean and std over the point's ok trials.
 SPREAD = [("test_accuracy", "test acc %", True), ("val_accuracy", "val acc %", True),
@@ -27,10 +27,6 @@ MEANS = ["achieved_sparsity", "remaining_params", "flops", "search_wall_time_s",
 KEY = ["phase", "method", "target_sparsity"]
 SUMMARY_FILE = "summary.parquet"
 PRUNE_AXES = {"prune.method", "prune.sparsity"}
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -46,7 +42,7 @@ def _settings(row: dict[str, Any]) -> dict[str, Any]:
 def _dense_reference(rows: list[dict[str, Any]]):
     """For a trial, the dense test accuracy it is compared with (None without a dense trial)."""
     dense = [r for r in rows if r.get("method") == "dense" and r.get("status") == "ok"
-             and _num(r.get("test_accuracy")) is not None]
+             and finite(r.get("test_accuracy")) is not None]
 
     def context(row: dict) -> str:  # the settings other than pruning and seed: what dense must share
         return json.dumps({k: v for k, v in _settings(row).items() if k not in PRUNE_AXES | {"seed"}},
@@ -72,7 +68,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     reference = _dense_reference(rows)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for i, r in enumerate(rows):
-        key = (r.get("phase"), r.get("method"), _num(r.get("target_sparsity")),
+        key = (r.get("phase"), r.get("method"), finite(r.get("target_sparsity")),
                *(json.dumps(v[i], sort_keys=True, default=str) for v in swept.values()))
         groups[key].append({**r, **{a: v[i] for a, v in swept.items()}})
     out = []
@@ -85,13 +81,13 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                  "seeds": ",".join(str(s) for s in sorted({r.get("seed") for r in ok}, key=str))}
         for r in ok:
             dense = reference(r) if r.get("method") != "dense" else None
-            acc = _num(r.get("test_accuracy"))
+            acc = finite(r.get("test_accuracy"))
             r["delta_test_accuracy"] = acc - dense if dense is not None and acc is not None else None
         for column, _, _ in SPREAD:
             point[f"{column}_mean"], point[f"{column}_std"] = _mean_std(
-                [v for v in (_num(r.get(column)) for r in ok) if v is not None])
+                [v for v in (finite(r.get(column)) for r in ok) if v is not None])
         for column in MEANS:
-            point[f"{column}_mean"] = _mean_std([v for v in (_num(r.get(column)) for r in ok) if v is not None])[0]
+            point[f"{column}_mean"] = _mean_std([v for v in (finite(r.get(column)) for r in ok) if v is not None])[0]
         point["collapsed_trials"] = sum(bool(r.get("collapsed")) for r in ok)
         point["near_collapsed_layers"] = ",".join(sorted({name for r in ok
                                                           for name in (r.get("near_collapsed_layers") or "").split(",")

@@ -81,13 +81,13 @@ class TrackingWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "TrackingWatch":
+    def start(self) -> "TrackingWatch":
         if remote(self.uri):
             self._thread = threading.Thread(target=self._watch, name="tracking-watch", daemon=True)
             self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(PROBE_TIMEOUT_S + 1)
