@@ -1,7 +1,6 @@
 """`prunetune run CONFIG --check`: the plan of a sweep, written nowhere, in seconds; and every YAML
 block of the README is a config the check accepts."""
 import re
-import time
 from pathlib import Path
 
 from pipelines.cli import main
@@ -16,9 +15,7 @@ def _tree(path: Path) -> set[str]:
 def test_check_on_the_quickstart_prints_the_plan_and_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default --out is runs/<name> under the working directory
     before = _tree(tmp_path)
-    t0 = time.perf_counter()
     assert main(["run", str(ROOT / "configs/quickstart.yaml"), "--check"]) == 0
-    elapsed = time.perf_counter() - t0
     out = capsys.readouterr().out
     assert _tree(tmp_path) == before, "--check wrote something"
     assert "grid: 13 trials" in out and "optuna: 6 trials" in out
@@ -36,8 +33,6 @@ def test_check_on_the_quickstart_prints_the_plan_and_writes_nothing(tmp_path, ca
     n_train = len(load_dataset(cfg.data).train)
     assert rows["retrain"][3] == f"{13 * 15 * n_train:,}"
     assert "nothing was run or written" in out
-    print(f"--check took {elapsed:.1f} s")
-    assert elapsed < 30  # 10 s on an idle 2-core machine; generous under a loaded test run
 
 
 def test_check_on_a_computed_sweep_reports_every_stage_in_the_store(tmp_path, capsys):
