@@ -6,7 +6,6 @@ started; an unreadable store index file is skipped with a warning naming it. Eac
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,17 +13,10 @@ import ray
 
 from pipelines.cli import main
 from pipelines.sweep_state import STUDY_FILE, SWEEP_FILE, SweepState
+from tests.pipelines.tiny_config import TINY
 
 GARBAGE = bytes(range(256))[::-1] * 8  # not UTF-8, not JSON, not SQLite, not Parquet
-BASE = textwrap.dedent(
-    """
-    name: t
-    data: {name: digits}
-    model: {name: mlp, options: {widths: [16]}}
-    train: {epochs: 1, batch_size: 64}
-    prune: {method: magnitude, sparsity: 0.5}
-    """
-)
+BASE = TINY
 OPTUNA = ("sweep: {optuna: {num_samples: 2, sampler: random, "
           "space: {prune.sparsity: {type: float, low: 0.3, high: 0.6}}}}\n")
 PRUNE = ["prune", "--model", "mlp", "--method", "random", "--sparsity", "0.5", "--input-shape", "1,8",

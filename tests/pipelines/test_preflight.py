@@ -1,7 +1,6 @@
 """What a trial or stage would reject is refused before Ray starts: exit 2, the field and the sweep
 point named, nothing written (issue: the classes that used to fail only inside a trial)."""
 import socket
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -9,16 +8,9 @@ import ray
 
 from pipelines.cli import main
 from pipelines.results import render, to_table
+from tests.pipelines.tiny_config import TINY
 
-BASE = textwrap.dedent(
-    """
-    name: t
-    data: {name: digits}
-    model: {name: mlp, options: {widths: [16]}}
-    train: {epochs: 1, batch_size: 64}
-    prune: {method: magnitude, sparsity: 0.5}
-    """
-)
+BASE = TINY
 
 
 def _refused(tmp_path, capsys, text, *fragments, out=None):
