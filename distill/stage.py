@@ -31,6 +31,7 @@ EXPERT_OPTIONS = ("num_experts", "expert_epochs", "expert_lr", "expert_batch", "
 @dataclass(eq=False)
 class Experts(Stage):
     name: ClassVar[str] = "experts"
+    shared_order: ClassVar[int] = 0
     reads: ClassVar[tuple[str, ...]] = ("data", "distill", "prune.distill")
     data: DataConfig
     cfg: DistillConfig  # an mtt config: its network, seed and expert options
@@ -63,6 +64,7 @@ class Experts(Stage):
 @dataclass(eq=False)
 class Distill(Stage):
     name: ClassVar[str] = "distill"
+    shared_order: ClassVar[int] = 1  # after the expert trajectories MTT matches
     reads: ClassVar[tuple[str, ...]] = ("data", "distill", "prune.distill")
     data: DataConfig
     cfg: DistillConfig

@@ -22,9 +22,6 @@ class ConfigError(ValueError):
     """A config problem, already phrased for the user (field path, bad value, what is allowed)."""
 
 
-SHARED_STAGES = ("experts", "distill", "pretrain")  # run as Ray tasks of their own, in this order
-
-
 class StageResources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cpu: float = Field(1.0, gt=0, description="CPUs the stage's Ray task asks for")
@@ -44,9 +41,15 @@ class Resources(BaseModel):
     @field_validator("stages")
     @classmethod
     def _known_stages(cls, v: dict) -> dict:
-        unknown = sorted(set(v) - set(SHARED_STAGES))
-        if unknown:
-            raise ValueError(f"no shared stage named {unknown}; allowed: {', '.join(SHARED_STAGES)}")
+        if v:  # the stages declare themselves shared; importing them costs torch, so only when asked
+            from training.stage import shared_stage_names
+
+            from .trial import stage_names
+
+            stage_names()  # registers every stage
+            unknown = sorted(set(v) - set(shared_stage_names()))
+            if unknown:
+                raise ValueError(f"no shared stage named {unknown}; allowed: {', '.join(shared_stage_names())}")
         return v
 
     def for_stage(self, name: str) -> tuple[float, float]:

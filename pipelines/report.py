@@ -569,43 +569,35 @@ def write_html(title: str, rows: list[dict], figures: list[Figure], path: Path, 
 
 # ------------------------------------------------------------------------------------------ a sweep dir
 def sweep_data(out_dir: Path, rows: list[dict]) -> SweepData:
-    """The rows plus readers into the sweep's store (per-layer densities, IMP levels, small sets)."""
+    """The rows plus readers into the sweep's store (per-layer densities, IMP levels, small sets), found
+    through each row's ``stage_refs``."""
     from training.stage import read_json
     from training.store import ArtifactStore
 
-    from .config import read_yaml, trial_config
+    from .config import read_yaml
     from .sweep_state import SweepState
-    from .trial import trial_graph
 
     state = SweepState.load(out_dir)
     store = ArtifactStore(state.store_uri if state else out_dir / "store")
     raw = read_yaml(out_dir / "config.yaml") if (out_dir / "config.yaml").is_file() else None
 
-    def layer_density(row: dict) -> dict[str, float] | None:
-        entry = store.get("evaluate", row["trial_key"]) if row.get("trial_key") else None
-        if entry is None:
-            return None
-        return {n: v["density"] for n, v in read_json(entry, "sparsity.json")["layers"].items()}
+    def entry(ref: str | None):
+        return store.get(*ref.split("/", 1)) if ref else None
 
-    def graph(row: dict):
-        if raw is None:
-            return None
-        return trial_graph(trial_config(raw, json.loads(row.get("overrides") or "{}")))
+    def layer_density(row: dict) -> dict[str, float] | None:
+        e = entry(_refs(row).get("evaluated"))
+        return None if e is None else {n: v["density"] for n, v in read_json(e, "sparsity.json")["layers"].items()}
 
     def level_curve(row: dict) -> list[dict] | None:
-        g = graph(row) if row.get("levels") else None
-        if g is None:
-            return None
-        entries = [store.get(s.name, s.key) for s in g.plan.levels]
-        return [read_json(e, "record.json") for e in entries if e is not None and (e.path / "record.json").is_file()]
+        entries = [entry(ref) for ref in _refs(row).get("levels") or []]
+        return [read_json(e, "record.json") for e in entries if e is not None and (e.path / "record.json").is_file()] or None
 
     pictures: dict[str, tuple[str, Path]] = {}
     for r in rows:
-        g = graph(r) if r.get("small_set_hash") and r.get("status") == "ok" else None
-        small = g.plan.small_set if g is not None else None
-        entry = store.get(small.name, small.key) if small is not None else None
-        if entry is not None and (entry.path / "set.png").is_file():
-            pictures.setdefault(small.key, (f"{r.get('small_set_method')} {small.cfg.ipc}/class", entry.path / "set.png"))
+        ref = _refs(r).get("small_set") if r.get("status") == "ok" else None
+        e = entry(ref)
+        if e is not None and (e.path / "set.png").is_file():
+            pictures.setdefault(ref, (f"{r.get('small_set_method')}, {r.get('small_set_size')} examples", e.path / "set.png"))
     objectives: list[tuple[str, str]] = []
     if raw is not None and (raw.get("sweep") or {}).get("optuna"):
         objectives = [(o.get("metric", "val_accuracy"), o.get("mode", "max"))
@@ -616,6 +608,10 @@ def sweep_data(out_dir: Path, rows: list[dict]) -> SweepData:
 
         pareto = pq.read_table(out_dir / "pareto.parquet").to_pylist()
     return SweepData(rows, layer_density, level_curve, list(pictures.values()), objectives, pareto)
+
+
+def _refs(row: dict) -> dict:
+    return json.loads(row["stage_refs"]) if row.get("stage_refs") else {}
 
 
 def build_report(out_dir: Path, rows: list[dict] | None = None, title: str | None = None,

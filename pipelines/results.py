@@ -23,7 +23,7 @@ EXTRA = [
     "search_wall_time_s", "search_sample_passes", "search_own_wall_time_s", "search_own_sample_passes",
     "search_amortized_wall_time_s", "search_amortized_sample_passes", "search_stage_costs",
     "retrain_wall_time_s", "retrain_sample_passes",
-    "test_loss", "trial_key", "slot", "cached", "overrides", "started_at", "ended_at",
+    "test_loss", "trial_key", "stage_refs", "slot", "cached", "overrides", "started_at", "ended_at",
     "small_set_hash", "small_set_method", "small_set_size", "distill_wall_time_s", "distill_sample_passes",
     "distill_shared_by", "distill_amortized_wall_time_s", "distill_amortized_sample_passes",
     *EXPORT_COLUMNS,

@@ -16,21 +16,14 @@ from typing import Callable, Iterable
 from training.stage import Stage, StageEnv, materialize
 from training.store import ArtifactStore
 
-from .config import SHARED_STAGES  # in the order they feed each other
-
 PROGRESS_EVERY_S = 15.0
-
-
-def _trains(stage: Stage) -> bool:
-    """An at-init pretrain with k = 0 is just the seeded init: not worth a task of its own."""
-    return stage.name != "pretrain" or stage.until == "end" or stage.rewind_step > 0
 
 
 def shared_stages(stages: Iterable[Stage], done: Callable[[Stage], bool]) -> list[Stage]:
     """The distinct shared stages among ``stages`` that are not in the store yet."""
     picked: dict[str, Stage] = {}
     for s in stages:
-        if s.name in SHARED_STAGES and _trains(s) and s.key not in picked and not done(s):
+        if s.worth_a_task() and s.key not in picked and not done(s):
             picked[s.key] = s
     return list(picked.values())
 
@@ -52,15 +45,15 @@ def _materialize_task(stage: Stage, store: ArtifactStore, threads: int, log: Cal
 def run_shared_stages(stages: list[Stage], store: ArtifactStore, resources: Callable[[str], tuple[float, float]],
                       echo: Callable[[str], None], log_dir: Path,
                       plugins: tuple[list[str], list[str]] = ([], [])) -> list[str]:
-    """Run the stages as Ray tasks, in ``SHARED_STAGES`` order (a pretrain on a small set must not make
+    """Run the stages as Ray tasks, in waves by their ``shared_order`` (a pretrain on a small set must not make
     that set itself, on its own resources); returns error lines. Each stage logs to
     ``log_dir/<name>-<key>.log``; while they run, each one's latest line is echoed as it changes."""
     if not stages:
         return []
     echo(f"shared stages: {len(stages)} ({', '.join(sorted({s.name for s in stages}))}) as Ray tasks")
     errors: list[str] = []
-    for name in SHARED_STAGES:
-        errors += _run_wave([s for s in stages if s.name == name], store, resources, echo, log_dir, plugins)
+    for order in sorted({s.shared_order for s in stages}):
+        errors += _run_wave([s for s in stages if s.shared_order == order], store, resources, echo, log_dir, plugins)
     return errors
 
 

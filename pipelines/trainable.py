@@ -21,8 +21,6 @@ from .outages import FATAL, outage
 from .sweep_state import TrialRecords
 from .tracking import RunLogger, TrackingTarget
 
-FINAL_TRAINING_STAGES = ("retrain", "pdp")  # whose epochs are the trial's training curve in MLflow
-PROGRESS_STAGES = (*FINAL_TRAINING_STAGES, "imp_level")  # whose epochs an early-stopping scheduler watches
 PROGRESS_STEP, PROGRESS_METRIC = "progress_step", "progress_val_accuracy"
 
 
@@ -104,9 +102,9 @@ def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
 
     def on_epoch(stage, rec: dict) -> None:  # intermediate results, for schedulers and the live view
         values = {k: v for k, v in rec.items() if isinstance(v, (int, float))}
-        if stage.name in FINAL_TRAINING_STAGES:  # the run's own training curve
+        if stage.final_training:  # the run's own training curve
             logger.metrics({k: v for k, v in values.items() if k not in ("epoch", "step")}, step=rec["epoch"])
-        if stage.name in PROGRESS_STAGES and "val_accuracy" in values:  # a point on the scheduler's time axis
+        if (stage.final_training or stage.reports_progress) and "val_accuracy" in values:  # a point on the scheduler's time axis
             progress.update({PROGRESS_STEP: progress[PROGRESS_STEP] + 1, PROGRESS_METRIC: values["val_accuracy"]})
         tune.report(values | {"stage": stage.name} | report | progress)  # who it is, even if it never reports a row
 

@@ -113,6 +113,7 @@ def run_trial(
         "started_at": started_at,
         "ended_at": time.time(),
         "trial_key": graph.key,
+        "stage_refs": stage_refs(graph),
         **_small_set_columns(entries.get(graph.plan.small_set.key) if graph.plan.small_set else None),
         "cached": evaluate.cached,
     }
@@ -126,6 +127,17 @@ def run_trial(
     log(f"{cfg.prune.method} sparsity {row['achieved_sparsity']:.4f}: test acc {row['test_accuracy']:.4f} "
         f"in {row['wall_time_s']:.1f}s" + (" (cached)" if row["cached"] else ""))
     return row
+
+
+def stage_refs(graph: TrialGraph) -> str:
+    """Where the report finds what it draws, by role (``stage/key`` in the store): the evaluated network's
+    per-layer densities, each IMP level's record and the small set's picture. Carried on the row, so a
+    report reads the store without rebuilding the trial's graph from its config."""
+    def ref(stage: Stage | None) -> str | None:
+        return stage.describe() if stage is not None else None
+
+    return json.dumps({"evaluated": ref(graph.evaluate), "levels": [ref(s) for s in graph.plan.levels],
+                       "small_set": ref(graph.plan.small_set)}, sort_keys=True)
 
 
 def _tag(stage: Stage) -> str:

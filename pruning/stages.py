@@ -106,6 +106,7 @@ class Pretrain(Stage):
     """
 
     name: ClassVar[str] = "pretrain"
+    shared_order: ClassVar[int] = 2  # after the small set it may train on
     reads: ClassVar[tuple[str, ...]] = ("data", "model", "train", *prune_reads(("rewind_step", "small_train",
                                                                               "small_augment")))
     data: DataConfig
@@ -128,6 +129,10 @@ class Pretrain(Stage):
 
     def inputs(self) -> dict[str, Stage]:
         return {"small_set": self.small_set} if self.small_set is not None else {}
+
+    def worth_a_task(self) -> bool:
+        """An at-init pretrain with k = 0 is just the seeded init: not worth a task of its own."""
+        return self.until == "end" or self.rewind_step > 0
 
     def trainer(self, env: StageEnv, inputs: dict[str, Entry]) -> Trainer:
         """The trainer of this run; IMP's levels train with the same one."""
@@ -197,6 +202,7 @@ class ImpLevel(Stage):
     sweep shares these levels; only the final mask depends on the target (``ImpMask``)."""
 
     name: ClassVar[str] = "imp_level"
+    reports_progress: ClassVar[bool] = True
     level: int
     previous: Stage  # level L-1, or the pretrain for L = 1
     pretrain: Pretrain
@@ -367,6 +373,7 @@ class PdpMask(Stage):
     """Train-time pruning: the search is the training run; its hard-masked net is the result."""
 
     name: ClassVar[str] = "pdp"
+    final_training: ClassVar[bool] = True  # trains the masked network itself: no retrain follows
     start: Pretrain  # the init
     prune: PruneConfig
     seed: int
@@ -476,6 +483,7 @@ class Retrain(Stage):
     """
 
     name: ClassVar[str] = "retrain"
+    final_training: ClassVar[bool] = True
     reads: ClassVar[tuple[str, ...]] = ("data", "model", "train")
     mask: Stage
     start: Pretrain

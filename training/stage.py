@@ -34,6 +34,12 @@ def register_stage(cls: type["Stage"]) -> type["Stage"]:
     return cls
 
 
+def shared_stage_names() -> tuple[str, ...]:
+    """The registered stages run as Ray tasks before the trials, in the order they feed each other."""
+    shared = [(cls.shared_order, n) for n in STAGES.names() if (cls := STAGES.get(n)).shared_order is not None]
+    return tuple(n for _, n in sorted(shared))
+
+
 class Stage:
     """Subclasses are dataclasses of typed settings and upstream stages."""
 
@@ -42,6 +48,18 @@ class Stage:
     # The settings it reads, defaults included: a section (data, model, train, distill, export) or one of its
     # fields (prune.sparsity). ``pipelines.defaults_pin`` pins their defaults to this stage's version.
     reads: ClassVar[tuple[str, ...]] = ()
+    # Roles the pipelines act on, declared here so no other module has to name a stage:
+    # ``shared_order``: computed once per key as a Ray task of its own before the trials start, in this
+    # order (a set before the pre-training that trains on it); None for stages computed inside a trial.
+    shared_order: ClassVar[int | None] = None
+    # ``final_training``: its epochs are the trial's own training curve (the MLflow run's metrics).
+    final_training: ClassVar[bool] = False
+    # ``reports_progress``: an early-stopping scheduler compares trials on its epochs (final training too).
+    reports_progress: ClassVar[bool] = False
+
+    def worth_a_task(self) -> bool:
+        """Whether a shared stage does enough work to be a Ray task of its own rather than run in a trial."""
+        return self.shared_order is not None
 
     def settings(self) -> dict[str, Any]:
         """The canonical settings this stage reads (defaults and non-result fields left out)."""

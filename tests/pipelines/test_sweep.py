@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.cli import main
+from pipelines.report import sweep_data
 
 CONFIG = textwrap.dedent(
     """
@@ -107,6 +108,14 @@ def test_sweep_runs_trials_through_ray_and_tracks_them(tmp_path, capsys):
     assert {"figures/accuracy_vs_density.png", "figures/accuracy_vs_cost.png", "figures/imp_levels.png"} <= figures
     level_files = {a.path for a in client.list_artifacts(imp_child.info.run_id, "levels/level_3")}
     assert {"levels/level_3/mask.pt", "levels/level_3/sparsity.json"} <= level_files
+
+    # The report finds what it draws through each row's stage references, not by rebuilding trial graphs
+    # from the config: without config.yaml it still has every IMP level and every mask's layer densities.
+    (out / "config.yaml").rename(out / "config.yaml.away")
+    data = sweep_data(out, table)
+    assert [rec["level"] for rec in data.level_curve(imp)] == list(range(7))
+    densities = {r["slot"]: data.layer_density(r) for r in table}
+    assert all(d is not None and set(d) == {"layers.0.weight", "fc.weight"} for d in densities.values()), densities
 
 
 @pytest.mark.slow
