@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pruning.config import EXPORT_METRICS, ExportConfig, PruneConfig
+from pruning.columns import export_objective_names
+from pruning.config import ExportConfig, PruneConfig
 from search.space import SweepConfig, expand_grid
 from training.settings import DataConfig, ModelConfig, TrainConfig
 
@@ -42,11 +43,9 @@ class Resources(BaseModel):
     @classmethod
     def _known_stages(cls, v: dict) -> dict:
         if v:  # the stages declare themselves shared; importing them costs torch, so only when asked
+            import pruning.stages  # noqa: F401 (registers the stages, the shared ones among them)
             from training.stage import shared_stage_names
 
-            from .trial import stage_names
-
-            stage_names()  # registers every stage
             unknown = sorted(set(v) - set(shared_stage_names()))
             if unknown:
                 raise ValueError(f"no shared stage named {unknown}; allowed: {', '.join(shared_stage_names())}")
@@ -162,12 +161,6 @@ class ExperimentConfig(BaseModel):
         """Exactly the settings that change a trial's result (not sweep, resources, tracking)."""
         fields = {"seed", "data", "model", "train", "prune"} | ({"export"} if self.export.enabled else set())
         return self.model_dump(mode="json", include=fields)
-
-    def trial_key(self) -> str:
-        """The key of the trial's last stage (``evaluate``): exactly what changes its result."""
-        from .trial import trial_graph
-
-        return trial_graph(self).key
 
 
 _KEY_MARK = "[key]"  # pydantic's last loc part when a mapping's key, not its value, is wrong
@@ -429,7 +422,7 @@ def _check_objectives(cfg: ExperimentConfig, trial: ExperimentConfig, where: str
         raise ConfigError(f"invalid config in {where}:\n  sweep.optuna.scheduler: early stopping watches validation "
                           "accuracy, but data.val_fraction is 0; raise data.val_fraction")
     used = metrics + [c.metric for c in cfg.sweep.optuna.parsed_constraints()]
-    needs_export = sorted(set(used) & set(EXPORT_METRICS))
+    needs_export = sorted(set(used) & set(export_objective_names()))
     if needs_export and not trial.export.enabled:
         raise ConfigError(f"invalid config in {where}:\n  sweep.optuna: {', '.join(needs_export)} are measured on "
                           "the exported network; set export.enabled: true")

@@ -237,7 +237,6 @@ def _few(items: list[str], n: int = 5) -> str:
 def _prepare(args: argparse.Namespace) -> dict:
     """Check every input and build what scoring needs; raises PruneInputError, writes nothing. Every
     argument is checked before torch is imported (seconds on a loaded machine)."""
-    from pruning.registry import get_method
     from training.plugins import PluginError, load_plugins
 
     try:
@@ -245,13 +244,40 @@ def _prepare(args: argparse.Namespace) -> dict:
     except PluginError as exc:
         raise PruneInputError(f"--plugin: {exc}") from None
     prune = _prune_config(args)
+    spec = _at_init_spec(prune)
+    out = _writable_out(Path(args.out))
+    data_cfg, shape, num_classes = _input_choice(args, prune, spec)
+    model_cfg = _model_config(args)
+    checkpoint = _checkpoint_path(args)
+    seed = int(args.seed)
+    if spec.plan is not None:  # torch from here on
+        _refuse_training_plan(prune, spec, seed, data_cfg, model_cfg)
+    device = _device(args)
+    data = _load_data(args, data_cfg)
+    if data is not None:
+        shape, num_classes = tuple(data.input_shape), int(data.num_classes)
+    model = _seeded_model(args, model_cfg, shape, num_classes, seed, checkpoint).to(device)
+    _check_selection(model, shape, prune, spec, data)
+    return {
+        "args": args, "prune": prune, "model": model, "data": data, "shape": shape, "num_classes": num_classes,
+        "out": out, "seed": seed, "checkpoint": checkpoint, "model_cfg": model_cfg, "device": device,
+    }
+
+
+def _at_init_spec(prune):
+    from pruning.registry import get_method
+
     spec = get_method(prune.method)
     if not spec.at_init:
         raise PruneInputError(
             f"--method {prune.method!r} searches its mask by training or does not prune; 'prunetune prune' scores "
             f"without training: use one of {_at_init_methods()}, or 'prunetune run' for the others"
         )
-    out = _writable_out(Path(args.out))
+    return spec
+
+
+def _input_choice(args: argparse.Namespace, prune, spec) -> tuple[Any, tuple[int, ...] | None, int | None]:
+    """(data config, input shape, classes): a dataset fixes its own shape and classes once loaded."""
     if args.dataset and args.input_shape:
         raise PruneInputError("give either --dataset or --input-shape (with --num-classes), not both")
     if args.num_classes is not None and not args.input_shape:
@@ -261,74 +287,86 @@ def _prepare(args: argparse.Namespace) -> dict:
             f"--method {prune.method} scores with training examples ({prune.examples_per_class} per class): "
             "give --dataset"
         )
-    data_cfg = None
     if args.dataset:
         from pydantic import ValidationError
 
         from training.settings import DataConfig
 
         try:
-            data_cfg = DataConfig(name=args.dataset, root=args.data_root)
+            return DataConfig(name=args.dataset, root=args.data_root), None, None
         except ValidationError as err:
             msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
             raise PruneInputError(f"--dataset {args.dataset!r}: {msgs}") from None
-    elif args.input_shape:
+    if args.input_shape:
         shape = _input_shape(args.input_shape)
         if args.num_classes is None or args.num_classes < 1:
             raise PruneInputError("--input-shape needs --num-classes K (K >= 1)")
-        num_classes = int(args.num_classes)
-    else:
-        raise PruneInputError("give --dataset, or --input-shape C,H,W (or C,L) with --num-classes")
-    model_cfg = _model_config(args)
+        return None, shape, int(args.num_classes)
+    raise PruneInputError("give --dataset, or --input-shape C,H,W (or C,L) with --num-classes")
+
+
+def _checkpoint_path(args: argparse.Namespace) -> Path | None:
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     if checkpoint is not None and not checkpoint.is_file():
         what = "is a directory" if checkpoint.is_dir() else "is not a regular file" if checkpoint.exists() \
             else "does not exist"
         raise PruneInputError(f"--checkpoint {checkpoint} {what}; give a file written by torch.save")
-    seed = int(args.seed)
+    return checkpoint
 
-    from training.trainer import resolve_device  # torch from here on
 
-    if spec.plan is not None:  # a scorer whose settings may ask for training first (magnitude at: trained)
-        from pruning.methods import TrialSettings, plan_method
-        from pruning.stages import ScoreMask
-        from training.settings import DataConfig, TrainConfig
+def _refuse_training_plan(prune, spec, seed: int, data_cfg, model_cfg) -> None:
+    """A scorer whose settings ask for training first (magnitude at: trained) is for ``prunetune run``."""
+    from pruning.methods import TrialSettings, plan_method
+    from pruning.stages import ScoreMask
+    from training.settings import DataConfig, TrainConfig
 
-        plan = plan_method(TrialSettings(seed, data_cfg or DataConfig(name="fake"), model_cfg, TrainConfig(), prune))
-        if not isinstance(plan.mask, ScoreMask):
-            raise PruneInputError(f"--method {prune.method} with options {prune.options} trains before it prunes; "
-                                  "'prunetune prune' scores without training: use 'prunetune run'")
+    plan = plan_method(TrialSettings(seed, data_cfg or DataConfig(name="fake"), model_cfg, TrainConfig(), prune))
+    if not isinstance(plan.mask, ScoreMask):
+        raise PruneInputError(f"--method {prune.method} with options {prune.options} trains before it prunes; "
+                              "'prunetune prune' scores without training: use 'prunetune run'")
+
+
+def _device(args: argparse.Namespace):
+    from training.trainer import resolve_device
 
     try:
-        device = resolve_device(args.device)
+        return resolve_device(args.device)
     except RuntimeError as exc:
         raise PruneInputError(f"--device {args.device}: {exc}") from None
-    data = None
-    if data_cfg is not None:
-        from training.data import load_dataset
 
-        try:
-            data = load_dataset(data_cfg)
-        except (FileNotFoundError, ValueError) as exc:
-            raise PruneInputError(f"--dataset {args.dataset!r}: {exc}") from None
-        shape, num_classes = tuple(data.input_shape), int(data.num_classes)
 
+def _load_data(args: argparse.Namespace, data_cfg):
+    if data_cfg is None:
+        return None
+    from training.data import load_dataset
+
+    try:
+        return load_dataset(data_cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        raise PruneInputError(f"--dataset {args.dataset!r}: {exc}") from None
+
+
+def _seeded_model(args: argparse.Namespace, model_cfg, shape, num_classes: int, seed: int, checkpoint: Path | None):
+    """The same seeded initialisation as a trial's stages (``training.stage.fresh_model``), or the checkpoint."""
+    from training.models import create_model
     from training.stage import seed_everything
 
-    seed_everything(seed)  # the same seeded initialisation as a trial's stages (training.stage.fresh_model)
+    seed_everything(seed)
     try:
-        from training.models import create_model
-
         model = create_model(model_cfg, shape, num_classes)
     except ValueError as exc:
         raise PruneInputError(f"--model {args.model!r}: {exc}") from None
     if checkpoint is not None:
         _load_into(model, _read_checkpoint(checkpoint), checkpoint, args.model)
-    model.to(device)
+    return model
+
+
+def _check_selection(model, shape, prune, spec, data) -> None:
+    """What scoring would reject: the model, the per-layer settings, too few examples per class."""
+    from pruning.allocation import allocate, layer_shapes
+
     try:
         spec.scorer.check_model(model, shape)
-        from pruning.allocation import allocate, layer_shapes
-
         shapes = layer_shapes(model, prune.ignore)
         unknown = sorted(set(prune.channel_keep) - set(shapes))
         if unknown:
@@ -344,10 +382,6 @@ def _prepare(args: argparse.Namespace) -> dict:
                                  "training examples")
     except ValueError as exc:
         raise PruneInputError(str(exc)) from None
-    return {
-        "args": args, "prune": prune, "model": model, "data": data, "shape": shape, "num_classes": num_classes,
-        "out": out, "seed": seed, "checkpoint": checkpoint, "model_cfg": model_cfg, "device": device,
-    }
 
 
 # --------------------------------------------------------------------------------------------- scoring

@@ -11,23 +11,64 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pruning.config import EXPORT_COLUMNS
+from pruning.columns import EVALUATE_COLUMNS, EXPORT_COLUMNS
+from training.columns import Column
 
-REQUIRED = [
-    "trial_id", "phase", "method", "target_sparsity", "achieved_sparsity", "test_accuracy", "val_accuracy",
-    "seed", "status", "error", "wall_time_s", "mlflow_run_id",
-]
-EXTRA = [
-    "density", "compression", "kept_params", "prunable_params", "dense_params", "remaining_params",
-    "dense_flops", "flops", "collapsed", "collapsed_layers", "near_collapsed_layers", "levels",
-    "search_wall_time_s", "search_sample_passes", "search_own_wall_time_s", "search_own_sample_passes",
-    "search_amortized_wall_time_s", "search_amortized_sample_passes", "search_stage_costs",
-    "retrain_wall_time_s", "retrain_sample_passes",
-    "test_loss", "trial_key", "stage_refs", "slot", "cached", "overrides", "started_at", "ended_at",
-    "small_set_hash", "small_set_method", "small_set_size", "distill_wall_time_s", "distill_sample_passes",
-    "distill_shared_by", "distill_amortized_wall_time_s", "distill_amortized_sample_passes",
-    *EXPORT_COLUMNS,
-]
+_SEARCH = "the stages that found the mask (pre-training, IMP levels, scores, small set)"
+_SHARED = "stages several trials of this sweep used (a pre-training, IMP levels, a small set)"
+
+IDENTITY_COLUMNS = (
+    Column("trial_id", "str", "Ray Tune's trial id", required=True),
+    Column("phase", "str", "grid or optuna", required=True),
+    Column("slot", "str", "the trial's slot in the sweep (grid-3, optuna-0): its log, record and retry name"),
+    Column("method", "str", "the pruning method", required=True),
+    Column("target_sparsity", "float", "prune.sparsity: the fraction of prunable weights to remove", required=True),
+    Column("seed", "int", "the trial's seed (data split, init, sampling)", required=True, metric=False),
+)
+TRIAL_COLUMNS = (
+    Column("near_collapsed_layers", "str", "layers keeping under 0.1 of the mask's overall density"),
+    Column("levels", "int", "IMP levels the trial trained (its retrain included)"),
+    Column("search_wall_time_s", "float", f"seconds of {_SEARCH}, as if found alone"),
+    Column("search_sample_passes", "int", f"sample passes (examples through forward and backward) of {_SEARCH}"),
+    Column("search_own_wall_time_s", "float", f"search seconds of the stages only this trial used"),
+    Column("search_own_sample_passes", "int", "search sample passes of the stages only this trial used"),
+    Column("search_amortized_wall_time_s", "float", f"search seconds with {_SHARED} split among those trials"),
+    Column("search_amortized_sample_passes", "int", f"search sample passes with {_SHARED} split among them"),
+    Column("search_stage_costs", "json", "each search stage (stage/key) -> [seconds, sample passes]"),
+    Column("retrain_wall_time_s", "float", "seconds of the final training of the sparse network"),
+    Column("retrain_sample_passes", "int", "its sample passes"),
+    Column("small_set_hash", "str", "content hash of the distilled set or subset the method trained on"),
+    Column("small_set_method", "str", "how that set was made (dm, dc, mtt, random, herding, ...)"),
+    Column("small_set_size", "int", "its examples"),
+    Column("distill_wall_time_s", "float", "seconds to make the set"),
+    Column("distill_sample_passes", "int", "sample passes to make the set"),
+    Column("distill_shared_by", "int", "trials of this sweep that used the set"),
+    Column("distill_amortized_wall_time_s", "float", "distill_wall_time_s over distill_shared_by"),
+    Column("distill_amortized_sample_passes", "float", "distill_sample_passes over distill_shared_by"),
+)
+RUN_COLUMNS = (
+    Column("status", "str", "ok or error", required=True),
+    Column("error", "str", "the failed trial's error (its traceback is an MLflow artifact)", required=True),
+    Column("wall_time_s", "float", "seconds the trial took (stored stages it reused cost nothing here)",
+           required=True),
+    Column("mlflow_run_id", "str", "the trial's MLflow run", required=True),
+    Column("trial_key", "str", "the key of the trial's evaluation: equal keys, equal results"),
+    Column("stage_refs", "json", "where the report finds the trial's stages in the store, by role"),
+    Column("cached", "bool", "the evaluation was already in the store"),
+    Column("overrides", "json", "the settings this trial set (grid axes, searched parameters)"),
+    Column("started_at", "float", "start, Unix seconds (an ISO tag on the MLflow run)", metric=False),
+    Column("ended_at", "float", "end, Unix seconds", metric=False),
+)
+COLUMNS: tuple[Column, ...] = (*IDENTITY_COLUMNS, *EVALUATE_COLUMNS, *TRIAL_COLUMNS, *EXPORT_COLUMNS, *RUN_COLUMNS)
+BY_NAME = {c.name: c for c in COLUMNS}
+NAMES = [c.name for c in COLUMNS]
+OBJECTIVE_COLUMNS = [c.name for c in COLUMNS if c.objective]
+NOT_METRICS = frozenset(c.name for c in COLUMNS if not c.metric)
+
+
+def error_values() -> dict[str, float]:
+    """What a failed trial reports for every objective: NaN, so a search sees a failure, not a zero."""
+    return {name: math.nan for name in OBJECTIVE_COLUMNS}
 
 
 def amortize_shared_costs(rows: list[dict[str, Any]]) -> None:
@@ -78,7 +119,7 @@ def swept_settings(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     so rows that differ only in, say, ``train.lr`` can be told apart. Values of mixed kinds become
     their JSON text (one Parquet type per column)."""
     per_row = [json.loads(r["overrides"]) if r.get("overrides") else {} for r in rows]
-    axes = sorted({a for o in per_row for a in o} - set(REQUIRED) - set(EXTRA))
+    axes = sorted({a for o in per_row for a in o} - set(NAMES))
     columns = {}
     for axis in axes:
         values = [o.get(axis) for o in per_row]
@@ -96,7 +137,7 @@ def swept_settings(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 def to_table(rows: list[dict[str, Any]], extra_columns: bool = False) -> pa.Table:
     """The fixed columns, the swept settings, and with ``extra_columns`` any other key the rows carry."""
-    columns = REQUIRED + EXTRA
+    columns = NAMES
     data = {c: [_clean(r.get(c)) for r in rows] for c in columns}
     more = {}
     if extra_columns:

@@ -12,12 +12,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pruning.config import EXPORT_METRICS
 from training.store import ArtifactStore
 
 from .config import ConfigError, ExperimentConfig, trial_config
 from .live import FileLog, trial_log
 from .outages import FATAL, outage
+from .results import error_values
 from .sweep_state import TrialRecords
 from .tracking import RunLogger, TrackingTarget
 
@@ -28,9 +28,7 @@ def error_row(exc: BaseException | str) -> dict[str, Any]:
     from .trial import describe_error
 
     msg = exc if isinstance(exc, str) else describe_error(exc)
-    return {"status": "error", "error": msg, "val_accuracy": math.nan, "test_accuracy": math.nan,
-            "remaining_params": math.nan, "density": math.nan, "flops": math.nan,
-            **{m: math.nan for m in EXPORT_METRICS}}
+    return {"status": "error", "error": msg, **error_values()}
 
 
 def trial_fn(config: dict, **kwargs: Any) -> None:

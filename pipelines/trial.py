@@ -26,6 +26,7 @@ from training.store import ArtifactStore, Entry
 from training.trainer import resolve_device
 
 from .config import ExperimentConfig
+from .results import NOT_METRICS
 from .tracking import RunLogger
 
 
@@ -78,23 +79,9 @@ def run_trial(
         logger.tags({"trial_key": graph.key, "device": str(resolve_device(cfg.train.device)),
                      "stage_keys": json.dumps({_tag(s): s.key for s in graph.stages()})})
     evaluate = materialize(graph.evaluate, env)
-    # Everything the row and the run read: stored entries are returned as they are; one lost or damaged
-    # since (a killed run, a truncated file) is recomputed rather than failing a finished trial.
-    needed = [graph.plan.mask, graph.trained, *graph.plan.levels, *graph.plan.search]
-    if graph.plan.small_set is not None:
-        needed.append(graph.plan.small_set)
-    entries = {s.key: materialize(s, env) for s in needed}
-    entries[graph.evaluate.key] = evaluate
-    result = read_json(evaluate, "result.json")
-    sparsity = read_json(evaluate, "sparsity.json")
-    result["near_collapsed_layers"] = ",".join(near_collapsed_layers(sparsity["layers"], sparsity["density"]))
-    if graph.export is not None:
-        entries[graph.export.key] = materialize(graph.export, env)
-        result = {**result, **read_json(entries[graph.export.key], "export.json")}
-    levels = [read_json(entries[s.key], "record.json") for s in graph.plan.levels if entries.get(s.key)]
-    if graph.plan.levels and not graph.plan.trained:
-        final = read_json(entries[graph.trained.key], "record.json")
-        levels.append({**final, "level": len(graph.plan.levels)})
+    entries = _materialize_read(graph, env, evaluate)
+    result = _result_columns(graph, entries)
+    levels = _level_records(graph, entries)
     search = [entries.get(s.key) for s in graph.plan.search]
     retrain = entries.get(graph.trained.key) if not graph.plan.trained else None
     row = {
@@ -129,6 +116,39 @@ def run_trial(
     return row
 
 
+def _materialize_read(graph: TrialGraph, env: StageEnv, evaluate: Entry) -> dict[str, Entry]:
+    """Every stage the row and the run read, by key. Stored entries are returned as they are; one lost or
+    damaged since (a killed run, a truncated file) is recomputed rather than failing a finished trial."""
+    needed = [graph.plan.mask, graph.trained, *graph.plan.levels, *graph.plan.search]
+    if graph.plan.small_set is not None:
+        needed.append(graph.plan.small_set)
+    if graph.export is not None:
+        needed.append(graph.export)
+    entries = {s.key: materialize(s, env) for s in needed}
+    entries[graph.evaluate.key] = evaluate
+    return entries
+
+
+def _result_columns(graph: TrialGraph, entries: dict[str, Entry]) -> dict[str, Any]:
+    """The evaluation's columns (and the export's), with the layers that nearly collapsed."""
+    evaluate = entries[graph.evaluate.key]
+    result = read_json(evaluate, "result.json")
+    sparsity = read_json(evaluate, "sparsity.json")
+    result["near_collapsed_layers"] = ",".join(near_collapsed_layers(sparsity["layers"], sparsity["density"]))
+    if graph.export is not None:
+        result |= read_json(entries[graph.export.key], "export.json")
+    return result
+
+
+def _level_records(graph: TrialGraph, entries: dict[str, Entry]) -> list[dict]:
+    """Each IMP level's record, then the final training as the last level."""
+    levels = [read_json(entries[s.key], "record.json") for s in graph.plan.levels if entries.get(s.key)]
+    if graph.plan.levels and not graph.plan.trained:
+        final = read_json(entries[graph.trained.key], "record.json")
+        levels.append({**final, "level": len(graph.plan.levels)})
+    return levels
+
+
 def stage_refs(graph: TrialGraph) -> str:
     """Where the report finds what it draws, by role (``stage/key`` in the store): the evaluated network's
     per-layer densities, each IMP level's record and the small set's picture. Carried on the row, so a
@@ -143,9 +163,6 @@ def stage_refs(graph: TrialGraph) -> str:
 def _tag(stage: Stage) -> str:
     level = getattr(stage, "level", None)
     return stage.name + (f".{level}" if level is not None else "")
-
-
-NOT_METRICS = ("seed", "started_at", "ended_at")  # the seed is a param; times are tags (readable dates)
 
 
 def _cost(entries: list[Entry | None], field: str) -> float | int | None:

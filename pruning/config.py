@@ -248,10 +248,3 @@ class ExportConfig(BaseModel):
                          "exported are interleaved so machine noise hits both alike")
 
 
-EXPORT_METRICS = ("export_params", "export_flops", "latency_ms")  # objectives that need export.enabled
-# The result columns this stage adds (the ``export`` stage writes them; pipelines.results lists them from here).
-EXPORT_COLUMNS = (
-    "export_params", "export_flops", "export_channels", "latency_ms", "dense_latency_ms", "latency_speedup",
-    "batch_latency_ms", "dense_batch_latency_ms", "batch_latency_speedup", "latency_device",
-    "sparse24_latency_ms", "sparse24_dense_latency_ms", "sparse24_note",
-)

@@ -453,7 +453,7 @@ class PostTrainMask(Stage):
         _check_examples_per_class(data, p.examples_per_class)
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
-        from .methods import scoring_batches
+        from .at_init import scoring_batches
         from .posttrain import prune_post_training
 
         p = self.prune

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pruning.columns import objective_names
+
 
 class FloatRange(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -84,8 +86,7 @@ class Categorical(BaseModel):
 Distribution = Annotated[Union[FloatRange, IntRange, Categorical], Field(discriminator="type")]
 
 
-Metric = Literal["val_accuracy", "test_accuracy", "remaining_params", "density", "flops",
-                 "export_params", "export_flops", "latency_ms"]  # the last three need export.enabled
+Metric = Literal[objective_names()]  # the result columns declared objectives (some need export.enabled)
 SAMPLER_NAMES = ("tpe", "random", "nsga2", "nsga3", "gp", "qmc", "grid", "bruteforce")
 CONSTRAINED_SAMPLERS = ("tpe", "nsga2", "nsga3", "gp")  # Optuna samplers that steer by constraints
 _CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")

@@ -100,10 +100,12 @@ def test_quickstart_config_is_valid_and_every_grid_point_validates():
 
 def test_trial_key_depends_only_on_result_settings():
     cfg, _ = load_experiment("configs/quickstart.yaml")
+    from pipelines.trial import trial_graph
+
     other = cfg.model_copy(update={"resources": cfg.resources.model_copy(update={"cpu": 2.0})})
-    assert other.trial_key() == cfg.trial_key()
+    assert trial_graph(other).key == trial_graph(cfg).key
     changed = cfg.model_copy(update={"seed": 1})
-    assert changed.trial_key() != cfg.trial_key()
+    assert trial_graph(changed).key != trial_graph(cfg).key
 
 
 def test_results_table_reaches_shared_storage_through_pyarrow_fs(tmp_path):

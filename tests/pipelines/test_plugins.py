@@ -3,8 +3,6 @@ runs a whole sweep, a single-file module named in ``plugins:`` is imported befor
 plugin that cannot be imported or a typo in its options is refused before Ray starts."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys

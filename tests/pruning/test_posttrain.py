@@ -1,7 +1,6 @@
 """Wanda and SparseGPT against independent computations on tiny layers, and through a trial."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pruning.config import PostTrainConfig
