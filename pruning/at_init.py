@@ -114,8 +114,14 @@ def prune_at_init(
     structured = bool(channel_keep) or head_keep is not None
     head_steps = density_schedule(head_keep, rounds, schedule) if head_keep is not None else [None] * rounds
     channel_keep = channel_keep or {}
+    groups = []
     if structured:
         steps = _per_layer_schedule(channel_keep, rounds, schedule)
+        if channel_keep:  # coupled layers keep the same channels, so the export can remove them
+            from .channel_groups import channel_groups
+
+            rows_are_heads = {n for g in attention_heads(work).values() for n in g.rows}
+            groups = channel_groups(work, list(params), batches.input_shape, skip=rows_are_heads)
     elif isinstance(density, Mapping):
         steps = _per_layer_schedule(density, rounds, schedule)
     else:
@@ -135,7 +141,7 @@ def prune_at_init(
             raise RuntimeError(f"scorer {type(scorer).__name__} returned no scores for {sorted(missing)}")
         current = None if scorer.revives else mask
         if structured:
-            mask = select_channels(scores, d_e, current=current, heads=heads, head_keep=h_e)
+            mask = select_channels(scores, d_e, current=current, heads=heads, head_keep=h_e, groups=groups)
         else:
             mask = select_topk(scores, d_e, scope=scope, current=current, rule=count_rule)
     return mask.cpu()

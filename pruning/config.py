@@ -110,7 +110,9 @@ class PruneConfig(BaseModel):
     channel_keep: dict[str, float] = Field(
         default_factory=dict, description="pruning at init, structured: prunable weight name -> fraction of its "
         "output channels kept (whole rows, at least one; an architecture in effect). Layers not named keep every "
-        "channel, and prune.sparsity and allocation are not used: the kept channels fix the density")
+        "channel, and prune.sparsity and allocation are not used: the kept channels fix the density. Layers whose "
+        "channels are coupled (a residual sum; Torch-Pruning's dependency groups) keep the same channels, as many "
+        "as the least-pruned of them asks, so the export removes every channel the mask empties")
     head_keep: float | None = Field(None, gt=0.0, le=1.0, description="pruning at init, structured: fraction of "
         "the heads of every attention module kept (whole heads: their q, k and v rows, ranked by summed score); "
         "combine with channel_keep for the MLP channels")

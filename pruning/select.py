@@ -7,10 +7,11 @@ revived by an iterative scorer.
 """
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 import torch
 
+from .channel_groups import ChannelGroup
 from .counts import COUNT_RULES, kept_count  # noqa: F401 (re-exported)
 from .mask import Mask
 from .structure import HeadGroup
@@ -89,13 +90,17 @@ def select_channels(
     current: Mask | None = None,
     heads: Mapping[str, HeadGroup] | None = None,
     head_keep: float | None = None,
+    groups: Sequence[ChannelGroup] = (),
 ) -> Mask:
     """Keep whole output channels (rows): in each named layer the ``max(1, round(f * rows))`` rows with
-    the highest summed score; layers not named keep every row. With ``heads`` and ``head_keep``, each
+    the highest summed score; layers not named keep every row. Layers of one ``groups`` entry (output
+    channels coupled through a residual sum, ``pruning.channel_groups``) keep the same channels, ranked by
+    the score summed over the group, as many as the least-pruned member asks for (a member not named
+    keeps every channel, so its whole group does). With ``heads`` and ``head_keep``, each
     attention module keeps ``max(1, round(head_keep * heads))`` whole heads (their q, k and v rows),
     ranked by the summed score of those rows. Rows ``current`` already prunes are the last to be kept,
     as in ``select_topk``."""
-    mask = _select_rows(scores, keep_fraction, current)
+    mask = _select_rows(scores, keep_fraction, current, groups)
     for group in (heads or {}).values() if head_keep is not None else ():
         per_head = torch.zeros(group.heads, dtype=torch.float64)
         for name in group.rows:
@@ -112,22 +117,34 @@ def select_channels(
 
 
 def _select_rows(scores: Mapping[str, torch.Tensor], keep_fraction: Mapping[str, float],
-                 current: Mask | None) -> Mask:
+                 current: Mask | None, groups: Sequence[ChannelGroup] = ()) -> Mask:
+    units = [ChannelGroup(rows) for g in groups if (rows := {n: r for n, r in g.rows.items() if n in scores})]
+    grouped = {n for g in units for n in g.rows}
+    units += [ChannelGroup({n: torch.arange(s.shape[0])}) for n, s in scores.items() if n not in grouped]
     mask = Mask()
-    for name, s in scores.items():
-        rows = s.shape[0]
-        if name not in keep_fraction:
-            mask[name] = torch.ones_like(s, dtype=torch.bool) if current is None else current[name].clone()
+    for group in units:
+        named = [n for n in group.rows if n in keep_fraction]
+        if not named:
+            for n in group.rows:
+                mask[n] = torch.ones_like(scores[n], dtype=torch.bool) if current is None else current[n].clone()
             continue
-        row_score = s.detach().to(torch.float64).reshape(rows, -1).sum(dim=1)
-        if torch.isnan(row_score).any():
-            raise ValueError(f"scores for {name!r} contain NaN")
-        if current is not None:
-            row_score[~current[name].reshape(rows, -1).any(dim=1).to(row_score.device)] = float("-inf")
-        k = max(1, int(round(keep_fraction[name] * rows)))
-        keep = _keep_topk(row_score, k)
-        mask[name] = keep.view(rows, *([1] * (s.dim() - 1))).expand(s.shape).clone()
-    return mask
+        score = torch.zeros(group.channels, dtype=torch.float64)
+        for n, rows in group.rows.items():
+            s = scores[n].detach().to(torch.float64).cpu()
+            row_score = s.reshape(s.shape[0], -1).sum(dim=1)
+            if torch.isnan(row_score).any():
+                raise ValueError(f"scores for {n!r} contain NaN")
+            score += row_score[rows]
+            if current is not None:
+                score[~current[n].cpu().reshape(s.shape[0], -1).any(dim=1)[rows]] = float("-inf")
+        fraction = max(keep_fraction.get(n, 1.0) for n in group.rows)
+        keep = _keep_topk(score, max(1, int(round(fraction * group.channels))))
+        for n, rows in group.rows.items():
+            s = scores[n]
+            kept_rows = torch.zeros(s.shape[0], dtype=torch.bool)
+            kept_rows[rows[keep]] = True
+            mask[n] = kept_rows.to(s.device).view(-1, *([1] * (s.dim() - 1))).expand(s.shape).clone()
+    return Mask({n: mask[n] for n in scores})
 
 
 def density_schedule(final_density: float, rounds: int, kind: str = "exponential") -> list[float]:

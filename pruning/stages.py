@@ -310,6 +310,8 @@ class ScoreMask(Stage):
             del s["count_rule"]
             rule = count_rule_of(self.prune)
             s.update({"count_rule": rule} if rule != "round" else {})
+        if s.get("channel_keep"):  # coupled channels selected together since this mark (masks before: per layer)
+            s["channel_selection"] = "dependency_group"
         return {**s, "seed": self.seed}
 
     def inputs(self) -> dict[str, Stage]:
