@@ -30,7 +30,7 @@ TRIAL_COLUMNS = (
     Column("levels", "int", "IMP levels the trial trained (its retrain included)"),
     Column("search_wall_time_s", "float", f"seconds of {_SEARCH}, as if found alone"),
     Column("search_sample_passes", "int", f"sample passes (examples through forward and backward) of {_SEARCH}"),
-    Column("search_own_wall_time_s", "float", f"search seconds of the stages only this trial used"),
+    Column("search_own_wall_time_s", "float", "search seconds of the stages only this trial used"),
     Column("search_own_sample_passes", "int", "search sample passes of the stages only this trial used"),
     Column("search_amortized_wall_time_s", "float", f"search seconds with {_SHARED} split among those trials"),
     Column("search_amortized_sample_passes", "int", f"search sample passes with {_SHARED} split among them"),

@@ -8,7 +8,6 @@ unfinished and the phase stops (``pipelines.outages``).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
