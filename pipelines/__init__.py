@@ -1,2 +1,3 @@
-"""The command line, the sweep on Ray Tune (phases, trials, shared stages), MLflow tracking, result
-tables and reports, and the generated docs (config reference, method table, defaults pin)."""
+"""The command line, the sweep on Ray Tune (phases, trials, shared stages), MLflow tracking, the results
+schema, tables and reports, and the generated docs and checks (config reference, method and result-column
+tables, defaults pin, import layering)."""
