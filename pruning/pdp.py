@@ -326,115 +326,18 @@ def run_pdp(
     """
     cfg = cfg or PDPConfig()
     t0 = time.perf_counter()
-    structure = cfg.structure
-    if structure == "nm":
-        implied = 1.0 - cfg.n / cfg.m
-        if target_sparsity is not None and abs(target_sparsity - implied) > 1e-9:
-            raise ValueError(
-                f"N:M {cfg.n}:{cfg.m} fixes the sparsity of every pruned layer at {implied:g}; "
-                f"got target_sparsity={target_sparsity} (pass None)"
-            )
-    elif target_sparsity is None or not 0.0 <= target_sparsity < 1.0:
-        raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity}")
-
+    _check_target(cfg, target_sparsity)
     params = prunable_parameters(model, ignore)
-    modules = _modules_by_weight_name(model)
-    epochs = trainer.cfg.epochs
-    spe = trainer.steps_per_epoch
-    s = warmup_epochs(cfg, epochs)
-
-    layers: list[_Layer] = []
-    skipped: list[str] = []
-    groups = {n: g for g in attention_heads(model).values() for n in g.rows} if structure == "head" else {}
-    if structure == "head" and not groups:
-        raise ValueError("PDP structure 'head' needs attention modules (q, k, v, proj, heads, head_dim); "
-                         "use 'channel' for this model")
-    for name, p in params.items():
-        group = groups.get(name)
-        if group is not None:
-            missing = [n for n in group.rows if n not in params]
-            if missing:
-                raise ValueError(f"PDP structure 'head': {missing} are in prune.ignore, but {name} is pruned; "
-                                 "a head spans q, k and v")
-            partners = tuple(params[n] for n in group.rows if n != name)
-            pm = PDPMask("head", cfg.tau, cfg.tau_mode, group.heads, cfg.m, partners)
-            layers.append(_Layer(name, modules[name], p, pm, group.heads, group=group.rows))
-            continue
-        if structure == "nm":
-            fan_in = p[0].numel()
-            if fan_in % cfg.m != 0:
-                skipped.append(name)
-                continue
-            units = cfg.m
-        elif structure in ("channel", "head"):
-            units = p.shape[0]
-        else:
-            units = p.numel()
-        pm = PDPMask("channel" if structure == "head" else structure, cfg.tau, cfg.tau_mode, units, cfg.m)
-        layers.append(_Layer(name, modules[name], p, pm, units))
-    if structure == "nm" and not layers:
-        raise ValueError(
-            f"no prunable layer has an input dimension divisible by M={cfg.m}: {sorted(params)}"
-        )
-
-    state = {"epoch": -1, "budgets_set": False}
-
-    def set_budgets() -> None:
-        if structure == "unstructured":
-            budgets = _unstructured_budgets(layers, target_sparsity)
-        elif structure in ("channel", "head"):
-            budgets = _channel_budgets(layers, target_sparsity)
-        else:
-            budgets = {l.name: cfg.n for l in layers}
-        for l in layers:
-            l.final_keep = budgets[l.name]
-        state["budgets_set"] = True
-
-    def unit_weights(l: _Layer, keep: int) -> int:
-        if structure == "unstructured":
-            return keep
-        if l.group:
-            return keep * (l.param.shape[0] // l.units) * l.param[0].numel()
-        if structure in ("channel", "head"):
-            return keep * l.param[0].numel()
-        return l.param.numel() // cfg.m * keep
-
-    def keep_at(layer: _Layer, rho: float) -> int:
-        return layer.units - int(round(rho * (layer.units - layer.final_keep)))
-
-    def step_hook(step: int) -> None:
-        epoch = step // spe
-        if epoch == state["epoch"]:
-            return
-        state["epoch"] = epoch
-        rho = ramp_fraction(cfg, epochs, epoch)
-        if epoch >= s and not state["budgets_set"]:
-            set_budgets()
-        state["rho"] = rho
-        for l in layers:
-            l.pmask.keep = keep_at(l, rho) if state["budgets_set"] else None
-
-    def epoch_hook(record: dict) -> None:
-        rho = state.get("rho", 0.0)
-        record["pdp_ramp"] = rho
-        if state["budgets_set"]:
-            kept = sum(unit_weights(l, keep_at(l, rho)) for l in layers)
-            kept += sum(params[n].numel() for n in skipped)
-            total = sum(p.numel() for p in params.values())
-            record["pdp_target_sparsity"] = 1.0 - kept / total
-        else:
-            record["pdp_target_sparsity"] = 0.0
-        if on_epoch is not None:
-            on_epoch(record)
-
+    layers, skipped = _pdp_layers(model, params, cfg)
+    ramp = _Ramp(cfg, layers, params, skipped, target_sparsity, trainer.cfg.epochs, trainer.steps_per_epoch, on_epoch)
     registered: list[_Layer] = []
     try:
         for l in layers:
             parametrize.register_parametrization(l.module, "weight", l.pmask)
             registered.append(l)
-        result = trainer.fit(model, on_step=step_hook, on_epoch=epoch_hook)
-        if not state["budgets_set"]:  # cannot happen with s <= epochs - 1, but keep the hard mask defined
-            set_budgets()
+        result = trainer.fit(model, on_step=ramp.step_hook, on_epoch=ramp.epoch_hook)
+        if not ramp.budgets_set:  # cannot happen with s <= epochs - 1, but keep the hard mask defined
+            ramp.set_budgets()
         for l in layers:  # the soft net at the final target, for comparison with the hard one
             l.pmask.keep = l.final_keep
         soft_test = trainer.evaluate(model, trainer.data.test).accuracy
@@ -443,17 +346,9 @@ def run_pdp(
             parametrize.remove_parametrizations(l.module, "weight", leave_parametrized=False)
             l.pmask.keep = None
 
-    mask = Mask()
-    kept_units: dict[str, int] = {}
-    for name, p in params.items():
-        layer = next((l for l in layers if l.name == name), None)
-        if layer is None:
-            mask[name] = torch.ones_like(p, dtype=torch.bool, device="cpu")
-            continue
-        mask[name] = _hard_mask(layer, structure, layer.final_keep, cfg.m).cpu()
-        kept_units[name] = layer.final_keep
+    mask, kept_units = _hard_masks(params, layers, cfg)
     mask.apply_(model)
-    if structure == "unstructured":
+    if cfg.structure == "unstructured":
         want = kept_count(1.0 - target_sparsity, mask.total)
         assert mask.kept == want, f"PDP hard mask keeps {mask.kept}, wanted {want}"
 
@@ -472,3 +367,130 @@ def run_pdp(
         kept_units=kept_units,
         report=mask.report(),
     )
+
+
+def _check_target(cfg: PDPConfig, target_sparsity: float | None) -> None:
+    if cfg.structure == "nm":
+        implied = 1.0 - cfg.n / cfg.m
+        if target_sparsity is not None and abs(target_sparsity - implied) > 1e-9:
+            raise ValueError(
+                f"N:M {cfg.n}:{cfg.m} fixes the sparsity of every pruned layer at {implied:g}; "
+                f"got target_sparsity={target_sparsity} (pass None)"
+            )
+    elif target_sparsity is None or not 0.0 <= target_sparsity < 1.0:
+        raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity}")
+
+
+def _pdp_layers(model: nn.Module, params: dict[str, nn.Parameter], cfg: PDPConfig) -> tuple[list[_Layer], list[str]]:
+    """One soft mask per prunable layer in the structure's units (weights, N:M blocks, rows, heads), and
+    the layers N:M must skip (fan-in not a multiple of M)."""
+    structure = cfg.structure
+    modules = _modules_by_weight_name(model)
+    layers: list[_Layer] = []
+    skipped: list[str] = []
+    groups = {n: g for g in attention_heads(model).values() for n in g.rows} if structure == "head" else {}
+    if structure == "head" and not groups:
+        raise ValueError("PDP structure 'head' needs attention modules (q, k, v, proj, heads, head_dim); "
+                         "use 'channel' for this model")
+    for name, p in params.items():
+        group = groups.get(name)
+        if group is not None:
+            missing = [n for n in group.rows if n not in params]
+            if missing:
+                raise ValueError(f"PDP structure 'head': {missing} are in prune.ignore, but {name} is pruned; "
+                                 "a head spans q, k and v")
+            partners = tuple(params[n] for n in group.rows if n != name)
+            pm = PDPMask("head", cfg.tau, cfg.tau_mode, group.heads, cfg.m, partners)
+            layers.append(_Layer(name, modules[name], p, pm, group.heads, group=group.rows))
+            continue
+        if structure == "nm":
+            if p[0].numel() % cfg.m != 0:
+                skipped.append(name)
+                continue
+            units = cfg.m
+        elif structure in ("channel", "head"):
+            units = p.shape[0]
+        else:
+            units = p.numel()
+        pm = PDPMask("channel" if structure == "head" else structure, cfg.tau, cfg.tau_mode, units, cfg.m)
+        layers.append(_Layer(name, modules[name], p, pm, units))
+    if structure == "nm" and not layers:
+        raise ValueError(f"no prunable layer has an input dimension divisible by M={cfg.m}: {sorted(params)}")
+    return layers, skipped
+
+
+class _Ramp:
+    """The budget schedule during training: dense until the warm-up ends, then each layer's kept units
+    ramp from all to its final budget (``ramp_fraction``), set once per epoch from the step hook."""
+
+    def __init__(self, cfg: PDPConfig, layers: list[_Layer], params: dict[str, nn.Parameter], skipped: list[str],
+                 target_sparsity: float | None, epochs: int, steps_per_epoch: int,
+                 on_epoch: Callable[[dict], None] | None) -> None:
+        self.cfg, self.layers, self.params, self.skipped = cfg, layers, params, skipped
+        self.target_sparsity, self.epochs, self.spe, self.on_epoch = target_sparsity, epochs, steps_per_epoch, on_epoch
+        self.warmup = warmup_epochs(cfg, epochs)
+        self.epoch, self.rho, self.budgets_set = -1, 0.0, False
+
+    def set_budgets(self) -> None:
+        structure = self.cfg.structure
+        if structure == "unstructured":
+            budgets = _unstructured_budgets(self.layers, self.target_sparsity)
+        elif structure in ("channel", "head"):
+            budgets = _channel_budgets(self.layers, self.target_sparsity)
+        else:
+            budgets = {l.name: self.cfg.n for l in self.layers}
+        for l in self.layers:
+            l.final_keep = budgets[l.name]
+        self.budgets_set = True
+
+    def unit_weights(self, l: _Layer, keep: int) -> int:
+        structure = self.cfg.structure
+        if structure == "unstructured":
+            return keep
+        if l.group:
+            return keep * (l.param.shape[0] // l.units) * l.param[0].numel()
+        if structure in ("channel", "head"):
+            return keep * l.param[0].numel()
+        return l.param.numel() // self.cfg.m * keep
+
+    def keep_at(self, layer: _Layer, rho: float) -> int:
+        return layer.units - int(round(rho * (layer.units - layer.final_keep)))
+
+    def step_hook(self, step: int) -> None:
+        epoch = step // self.spe
+        if epoch == self.epoch:
+            return
+        self.epoch = epoch
+        rho = ramp_fraction(self.cfg, self.epochs, epoch)
+        if epoch >= self.warmup and not self.budgets_set:
+            self.set_budgets()
+        self.rho = rho
+        for l in self.layers:
+            l.pmask.keep = self.keep_at(l, rho) if self.budgets_set else None
+
+    def epoch_hook(self, record: dict) -> None:
+        record["pdp_ramp"] = self.rho
+        if self.budgets_set:
+            kept = sum(self.unit_weights(l, self.keep_at(l, self.rho)) for l in self.layers)
+            kept += sum(self.params[n].numel() for n in self.skipped)
+            total = sum(p.numel() for p in self.params.values())
+            record["pdp_target_sparsity"] = 1.0 - kept / total
+        else:
+            record["pdp_target_sparsity"] = 0.0
+        if self.on_epoch is not None:
+            self.on_epoch(record)
+
+
+def _hard_masks(params: dict[str, nn.Parameter], layers: list[_Layer], cfg: PDPConfig) -> tuple[Mask, dict[str, int]]:
+    """Each layer's top units at its final budget (unpruned layers whole), and the units kept."""
+    mask = Mask()
+    kept_units: dict[str, int] = {}
+    by_name = {l.name: l for l in layers}
+    for name, p in params.items():
+        layer = by_name.get(name)
+        if layer is None:
+            mask[name] = torch.ones_like(p, dtype=torch.bool, device="cpu")
+            continue
+        mask[name] = _hard_mask(layer, cfg.structure, layer.final_keep, cfg.m).cpu()
+        kept_units[name] = layer.final_keep
+    return mask, kept_units
