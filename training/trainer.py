@@ -196,35 +196,18 @@ class Trainer:
         """
         t0 = time.perf_counter()
         model.to(self.device)
-        optimizer = self.make_optimizer(model)
-        step = 0
-        if start is not None:
-            model.load_state_dict(start.model)
-            if start.optimizer:
-                optimizer.load_state_dict(start.optimizer)
-            step = start.step
+        optimizer, step = self._start(model, start)
         named = dict(model.named_parameters())
-        masks = {}
-        if mask is not None:
-            masks = {n: m.to(self.device, named[n].dtype) for n, m in mask.items()}
-            with torch.no_grad():
-                for n, m in masks.items():
-                    named[n].mul_(m)
-                    for v in optimizer.state.get(named[n], {}).values():
-                        if isinstance(v, torch.Tensor) and v.shape == m.shape:
-                            v.mul_(m)
-
-        snapshot = None
+        masks = self._apply_mask(named, optimizer, mask)
         for name, k in (("rewind step", snapshot_at), ("stop step", stop_at)):
             if k is not None and k > self.total_steps:
                 raise ValueError(f"{name} {k} is beyond the {self.total_steps} iterations of training")
         end = self.total_steps if stop_at is None else stop_at
+        snapshot = None
         history: list[dict] = []
         sample_passes = 0
-        use_amp = self.cfg.amp and self.device.type == "cuda"
         model.train()
         spe = self.steps_per_epoch
-        on_device = self.device.type != "cpu"
         finite: torch.Tensor | None = None
         final_val: EvalResult | None = None
         while step < end:
@@ -234,33 +217,9 @@ class Trainer:
                 if snapshot_at is not None and step == snapshot_at:
                     snapshot = TrainState(step, _cpu_state(model), _cpu_state(optimizer))
                 idx = order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
-                x = self._augment(self._train_x[idx], step)
-                y = self._train_y[idx]
                 if on_step is not None:
                     on_step(step)
-                for group in optimizer.param_groups:
-                    group["lr"] = self.lr_at(step)
-                optimizer.zero_grad(set_to_none=True)
-                if use_amp:
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        out = model(x)
-                else:  # no autocast context per step where it would do nothing
-                    out = model(x)
-                loss = F.cross_entropy(out.float(), y)
-                if on_device:  # checked once per epoch below: a per-step check would wait for the GPU
-                    finite = torch.isfinite(loss) if finite is None else finite & torch.isfinite(loss)
-                elif not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training diverged at iteration {step} (loss={loss.item()}); lower train.lr"
-                    )
-                loss.backward()
-                for n, m in masks.items():
-                    if named[n].grad is not None:
-                        named[n].grad.mul_(m)
-                optimizer.step()
-                with torch.no_grad():
-                    for n, m in masks.items():
-                        named[n].mul_(m)
+                loss, finite = self._step(model, optimizer, named, masks, idx, step, finite)
                 sample_passes += len(idx)
                 step += 1
             if finite is not None and not bool(finite):
@@ -268,12 +227,9 @@ class Trainer:
                                          f"{epoch + 1}); lower train.lr")
             finite = None
             if (eval_every_epoch and step % spe == 0) or step >= end:
-                record = {"epoch": epoch + 1, "step": step, "train_loss": loss.item(), "lr": self.lr_at(step - 1)}
-                if len(self.data.val):
-                    v = self.evaluate(model, self.data.val)
-                    record.update(val_loss=v.loss, val_accuracy=v.accuracy)
-                    if step >= end:
-                        final_val = v  # the same weights the result reports: not evaluated twice
+                record = self._epoch_record(model, epoch, step, loss)
+                if step >= end and "val_accuracy" in record:
+                    final_val = EvalResult(record["val_loss"], record["val_accuracy"])  # not evaluated twice
                 history.append(record)
                 if on_epoch:
                     on_epoch(record)
@@ -281,14 +237,73 @@ class Trainer:
             snapshot = TrainState(step, _cpu_state(model), _cpu_state(optimizer))
         if final_val is None and len(self.data.val):
             final_val = self.evaluate(model, self.data.val)
-        val = final_val
-        test = self.evaluate(model, self.data.test)
         return TrainResult(
-            test=test,
-            val=val,
+            test=self.evaluate(model, self.data.test),
+            val=final_val,
             history=history,
             snapshot=snapshot,
             final_state=TrainState(step, _cpu_state(model), _cpu_state(optimizer)),
             sample_passes=sample_passes,
             wall_time_s=time.perf_counter() - t0,
         )
+
+    def _start(self, model: nn.Module, start: TrainState | None) -> tuple[torch.optim.Optimizer, int]:
+        """A fresh optimizer, or the weights, optimizer state and step of ``start``."""
+        optimizer = self.make_optimizer(model)
+        if start is None:
+            return optimizer, 0
+        model.load_state_dict(start.model)
+        if start.optimizer:
+            optimizer.load_state_dict(start.optimizer)
+        return optimizer, start.step
+
+    def _apply_mask(self, named: dict[str, nn.Parameter], optimizer: torch.optim.Optimizer,
+                    mask: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """Zero the pruned weights and their optimizer state (momentum must not revive them)."""
+        if mask is None:
+            return {}
+        masks = {n: m.to(self.device, named[n].dtype) for n, m in mask.items()}
+        with torch.no_grad():
+            for n, m in masks.items():
+                named[n].mul_(m)
+                for v in optimizer.state.get(named[n], {}).values():
+                    if isinstance(v, torch.Tensor) and v.shape == m.shape:
+                        v.mul_(m)
+        return masks
+
+    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, named: dict[str, nn.Parameter],
+              masks: dict[str, torch.Tensor], idx: torch.Tensor, step: int,
+              finite: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step on the batch ``idx`` with the mask held; returns the loss and the running
+        finiteness flag (on a GPU checked once per epoch: a per-step check would wait for the device)."""
+        x = self._augment(self._train_x[idx], step)
+        y = self._train_y[idx]
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        optimizer.zero_grad(set_to_none=True)
+        if self.cfg.amp and self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = model(x)
+        else:  # no autocast context per step where it would do nothing
+            out = model(x)
+        loss = F.cross_entropy(out.float(), y)
+        if self.device.type != "cpu":
+            finite = torch.isfinite(loss) if finite is None else finite & torch.isfinite(loss)
+        elif not torch.isfinite(loss):
+            raise FloatingPointError(f"training diverged at iteration {step} (loss={loss.item()}); lower train.lr")
+        loss.backward()
+        for n, m in masks.items():
+            if named[n].grad is not None:
+                named[n].grad.mul_(m)
+        optimizer.step()
+        with torch.no_grad():
+            for n, m in masks.items():
+                named[n].mul_(m)
+        return loss, finite
+
+    def _epoch_record(self, model: nn.Module, epoch: int, step: int, loss: torch.Tensor) -> dict:
+        record = {"epoch": epoch + 1, "step": step, "train_loss": loss.item(), "lr": self.lr_at(step - 1)}
+        if len(self.data.val):
+            v = self.evaluate(model, self.data.val)
+            record.update(val_loss=v.loss, val_accuracy=v.accuracy)
+        return record
