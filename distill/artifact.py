@@ -255,3 +255,16 @@ def load_checkpoint(path: str | os.PathLike, recipe_hash: str) -> dict | None:
     if d.get("recipe_hash") != recipe_hash:
         return None
     return d["state"]
+
+
+def resume_images(path: str | os.PathLike | None, recipe_hash: str, syn, optimizer) -> dict | None:
+    """Restore the synthetic pixels and their optimizer from the run's checkpoint, in place; the saved
+    state (iteration, pass counts, wall time) for the caller's own fields, or None to start afresh."""
+    import torch
+
+    state = load_checkpoint(path, recipe_hash) if path is not None else None
+    if state is not None:
+        with torch.no_grad():
+            syn.copy_(state["x"].to(syn.device))
+        optimizer.load_state_dict(state["optimizer"])
+    return state

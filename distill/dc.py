@@ -58,7 +58,7 @@ from torch import nn
 from training.data import DataBundle
 from training.trainer import resolve_device
 
-from .artifact import DistilledSet, load_checkpoint, save_checkpoint
+from .artifact import DistilledSet, resume_images, save_checkpoint
 from .methods import (
     register_distiller,
     DistillConfig,
@@ -185,6 +185,39 @@ def _train_on_synthetic(
     return passes
 
 
+def _resume(ckpt: Path | None, rhash: str, syn: torch.Tensor,
+            optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, int], float]:
+    """(first iteration, pass counts, wall time so far): from the run's checkpoint when there is one."""
+    state = resume_images(ckpt, rhash, syn, optimizer)
+    if state is None:
+        return 0, {"real": 0, "bn": 0, "syn": 0, "inner": 0}, 0.0
+    return int(state["iteration"]), {k: int(v) for k, v in state["counts"].items()}, float(state["wall_time_s"])
+
+
+def _gradient_match(net: nn.Module, params: list[torch.Tensor], syn: torch.Tensor, y: torch.Tensor,
+                    pools: list[torch.Tensor], x_real: torch.Tensor, cfg: DistillConfig, augment,
+                    gen: torch.Generator, at: tuple[int, int], counts: dict[str, int]) -> torch.Tensor:
+    """The summed per-class distance between the network's gradients on real and synthetic examples,
+    differentiable in the synthetic pixels. With DSA both sides of a class see the same augmentation."""
+    ipc, device = cfg.ipc, syn.device
+    loss = syn.new_zeros(())
+    for c, pool in enumerate(pools):
+        if len(pool) == 0:
+            continue  # nothing real to match (possible only with init 'noise')
+        x_r = x_real[sample_real(pool, cfg.batch_real, gen)].to(device)
+        x_s = syn[c * ipc: (c + 1) * ipc]
+        if augment is not None:
+            seed = derive_seed(cfg.seed, "dc-aug", *at, c)
+            x_r, x_s = augment(x_r, seed), augment(x_s, seed)
+        y_r = torch.full((len(x_r),), c, dtype=torch.long, device=device)
+        g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(x_r), y_r), params)]
+        g_syn = torch.autograd.grad(F.cross_entropy(net(x_s), y[c * ipc: (c + 1) * ipc]), params, create_graph=True)
+        loss = loss + match_loss(g_real, g_syn)
+        counts["real"] += len(x_r)
+        counts["syn"] += len(x_s)
+    return loss
+
+
 # ------------------------------------------------------------------------------------------ method
 @register_distiller("dsa")
 @register_distiller("dc")
@@ -207,22 +240,13 @@ def distill_dc(
     syn = x0.to(device).requires_grad_(True)
     y = y.to(device)
     optimizer = torch.optim.SGD([syn], lr=cfg.lr_images, momentum=cfg.momentum)
-    counts = {"real": 0, "bn": 0, "syn": 0, "inner": 0}
-    start, wall_before = 0, 0.0
-    state = load_checkpoint(ckpt, rhash) if ckpt is not None else None
-    if state is not None:
-        with torch.no_grad():
-            syn.copy_(state["x"].to(device))
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["iteration"])
-        counts = {k: int(v) for k, v in state["counts"].items()}
-        wall_before = float(state["wall_time_s"])
+    start, counts, wall_before = _resume(ckpt, rhash, syn, optimizer)
 
     pools = class_indices(real)
     x_real = real.train.x
     net_cfg = network_for(cfg, real)
     augment = make_augment(cfg, tuple(real.input_shape)) if cfg.method == "dsa" else None
-    ipc, num_classes = cfg.ipc, real.num_classes
+    num_classes = real.num_classes
 
     def save(iteration: int) -> None:
         save_checkpoint(ckpt, rhash, {
@@ -246,23 +270,7 @@ def distill_dc(
                 bn_x = torch.cat([x_real[sample_real(pool, opts.bn_size_pc, gen)] for pool in pools]).to(device)
                 _set_batchnorm_statistics(net, bn_x)
                 counts["bn"] += len(bn_x)
-            loss = syn.new_zeros(())
-            for c, pool in enumerate(pools):
-                if len(pool) == 0:
-                    continue  # nothing real to match (possible only with init 'noise')
-                x_r = x_real[sample_real(pool, cfg.batch_real, gen)].to(device)
-                x_s = syn[c * ipc: (c + 1) * ipc]
-                if augment is not None:
-                    seed = derive_seed(cfg.seed, "dc-aug", it, ol, c)
-                    x_r, x_s = augment(x_r, seed), augment(x_s, seed)
-                y_r = torch.full((len(x_r),), c, dtype=torch.long, device=device)
-                g_real = torch.autograd.grad(F.cross_entropy(net(x_r), y_r), params)
-                g_real = [g.detach() for g in g_real]
-                g_syn = torch.autograd.grad(F.cross_entropy(net(x_s), y[c * ipc: (c + 1) * ipc]), params,
-                                            create_graph=True)
-                loss = loss + match_loss(g_real, g_syn)
-                counts["real"] += len(x_r)
-                counts["syn"] += len(x_s)
+            loss = _gradient_match(net, params, syn, y, pools, x_real, cfg, augment, gen, (it, ol), counts)
             optimizer.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 loss.backward(inputs=[syn])  # pixels only: the network's .grad stays untouched

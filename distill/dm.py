@@ -34,7 +34,7 @@ from torch import nn
 from training.data import DataBundle
 from training.trainer import resolve_device
 
-from .artifact import DistilledSet, load_checkpoint, save_checkpoint
+from .artifact import DistilledSet, resume_images, save_checkpoint
 from .methods import (
     register_distiller,
     DistillConfig,
@@ -88,6 +88,17 @@ def dm_loss(
     return loss, [float(v.detach()) for v in per_class]
 
 
+def _iteration_batches(real: DataBundle, cfg: DistillConfig, pools: list[torch.Tensor], syn: torch.Tensor,
+                       it: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
+    """Iteration ``it``'s real batch per class (seeded by the iteration, so a resume redraws them), the
+    synthetic examples of each class, and each class's augmentation seed (shared by real and synthetic)."""
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "dm-batch", it))
+    real_batches = [real.train.x[sample_real(pool, cfg.batch_real, gen)].to(syn.device) for pool in pools]
+    syn_batches = [syn[c * cfg.ipc: (c + 1) * cfg.ipc] for c in range(real.num_classes)]
+    seeds = [derive_seed(cfg.seed, "dm-aug", it, c) for c in range(real.num_classes)]
+    return real_batches, syn_batches, seeds
+
+
 @register_distiller("dm")
 def distill_dm(
     real: DataBundle,
@@ -105,20 +116,15 @@ def distill_dm(
     syn = x0.to(device).requires_grad_(True)
     optimizer = torch.optim.SGD([syn], lr=cfg.lr_images, momentum=cfg.momentum)
     start, real_passes, syn_passes, wall_before = 0, 0, 0, 0.0
-    state = load_checkpoint(ckpt, rhash) if ckpt is not None else None
+    state = resume_images(ckpt, rhash, syn, optimizer)
     if state is not None:
-        with torch.no_grad():
-            syn.copy_(state["x"].to(device))
-        optimizer.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
         real_passes, syn_passes = int(state["real_passes"]), int(state["syn_passes"])
         wall_before = float(state["wall_time_s"])
 
     pools = class_indices(real)
-    x_real = real.train.x
     net_cfg = network_for(cfg, real)
     augment = make_augment(cfg, tuple(real.input_shape))
-    ipc = cfg.ipc
 
     def save(iteration: int) -> None:
         save_checkpoint(ckpt, rhash, {
@@ -134,10 +140,7 @@ def distill_dm(
         net = sample_network(net_cfg, real, derive_seed(cfg.seed, "dm-net", it), device)
         net.requires_grad_(False)
         net.train()
-        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "dm-batch", it))
-        real_batches = [x_real[sample_real(pool, cfg.batch_real, gen)].to(device) for pool in pools]
-        syn_batches = [syn[c * ipc: (c + 1) * ipc] for c in range(real.num_classes)]
-        seeds = [derive_seed(cfg.seed, "dm-aug", it, c) for c in range(real.num_classes)]
+        real_batches, syn_batches, seeds = _iteration_batches(real, cfg, pools, syn, it)
         loss, per_class = dm_loss(net, real_batches, syn_batches, augment, seeds, batched=opts.batched)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"DM loss is {float(loss.detach())} at iteration {it}; lower lr_images")
