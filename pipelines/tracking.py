@@ -88,6 +88,9 @@ def _client(uri: str):
 def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, run_name: str, tags: dict,
                  description: str = "") -> TrackingTarget:
     """Create the experiment (on the driver, before trials start: no creation races) and the parent run."""
+    from .mlflow_template import new_sqlite_store
+
+    new_sqlite_store(tracking_uri, artifact_root.parent)
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
     if exp is None:
