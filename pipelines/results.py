@@ -33,7 +33,7 @@ TRIAL_COLUMNS = (
     Column("search_own_wall_time_s", "float", "search seconds of the stages only this trial used"),
     Column("search_own_sample_passes", "int", "search sample passes of the stages only this trial used"),
     Column("search_amortized_wall_time_s", "float", f"search seconds with {_SHARED} split among those trials"),
-    Column("search_amortized_sample_passes", "int", f"search sample passes with {_SHARED} split among them"),
+    Column("search_amortized_sample_passes", "float", f"search sample passes with {_SHARED} split among them"),
     Column("search_stage_costs", "json", "each search stage (stage/key) -> [seconds, sample passes]"),
     Column("retrain_wall_time_s", "float", "seconds of the final training of the sparse network"),
     Column("retrain_sample_passes", "int", "its sample passes"),
@@ -135,10 +135,21 @@ def swept_settings(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return columns
 
 
+_ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "str": pa.string(), "json": pa.string()}
+
+
+def _column(column: Column, values: list[Any]) -> pa.Array | list[Any]:
+    """A column no row filled (a sweep without export, or only failed trials) still gets its declared
+    type, so every results file of every sweep reads with one schema; filled ones keep what Arrow infers."""
+    if all(v is None for v in values):
+        return pa.array(values, type=_ARROW_TYPES[column.type])
+    return values
+
+
 def to_table(rows: list[dict[str, Any]], extra_columns: bool = False) -> pa.Table:
     """The fixed columns, the swept settings, and with ``extra_columns`` any other key the rows carry."""
     columns = NAMES
-    data = {c: [_clean(r.get(c)) for r in rows] for c in columns}
+    data = {c: _column(BY_NAME[c], [_clean(r.get(c)) for r in rows]) for c in columns}
     more = {}
     if extra_columns:
         for key in sorted({k for r in rows for k in r} - set(columns)):

@@ -29,3 +29,10 @@ def test_objectives_and_error_rows_come_from_the_schema():
 def test_ids_seeds_and_times_are_not_metrics():
     assert {"seed", "started_at", "ended_at", "trial_id", "status"} <= results.NOT_METRICS
     assert "test_accuracy" not in results.NOT_METRICS
+
+
+def test_a_column_no_trial_filled_still_has_its_declared_type():
+    table = results.to_table([{"method": "random", "seed": 0, "status": "error", "error": "boom"}])
+    assert str(table.schema.field("export_params").type) == "int64"
+    assert str(table.schema.field("collapsed").type) == "bool"
+    assert str(table.schema.field("test_loss").type) == "double"
