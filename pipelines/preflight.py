@@ -49,13 +49,51 @@ def check_output_dir(out_dir: Path) -> None:
 
 
 def check_store_uri(uri: str | None) -> None:
-    """A local store (a path or ``file://``) can be created and written: otherwise Ray would start and
-    every trial would end as an error row. Other schemes are the schema's business."""
-    if uri is None or ("://" in uri and not uri.startswith("file://")):
+    """The store (a path, ``file://`` or an object store) can be created and written: otherwise Ray would
+    start and every trial would end as an error row."""
+    if uri is None:
+        return
+    if "://" in uri and not uri.startswith("file://"):
+        check_object_store(uri)
         return
     path = Path(url2pathname(urlsplit(uri).path)) if "://" in uri else Path(uri).expanduser().resolve()
     check_writable_dir(path, f"store.uri {uri}", "point store.uri at a writable directory (or leave it unset: "
                        "<out>/store)")
+
+
+def check_object_store(uri: str) -> None:
+    """One small object written and deleted under the store's prefix: an unreachable endpoint, a missing
+    bucket or refused credentials are named now, with the field, not as every trial's error."""
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    shown = f"store.uri {uri.partition('?')[0]}"
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri)
+    except Exception as exc:  # noqa: BLE001 (pyarrow raises several types for a URI it cannot use)
+        raise ConfigError(f"{shown}: not a filesystem URI pyarrow can open ({_one_line(exc)})") from None
+    probe = f"{root.rstrip('/')}/.prunetune-probe-{uuid.uuid4().hex}"
+    try:
+        with fs.open_output_stream(probe) as f:
+            f.write(b"probe")
+        fs.delete_file(probe)
+    except OSError as exc:
+        text = str(exc)
+        if "NETWORK_CONNECTION" in text or "Could not connect" in text or "Couldn't resolve" in text:
+            why = "cannot reach the object store's endpoint"
+        elif "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
+            why = "the bucket does not exist"
+        elif "ACCESS_DENIED" in text or "AccessDenied" in text or "403" in text:
+            why = "access denied (credentials or bucket policy)"
+        else:
+            why = "cannot write there"
+        raise ConfigError(f"{shown}: {why} ({_one_line(exc)}); check the bucket, the endpoint "
+                          "(?endpoint_override=host:port&scheme=http, or AWS_ENDPOINT_URL) and the credentials") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def check_writable_dir(path: Path, label: str, advice: str) -> None:
