@@ -12,13 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .sweep_state import TrialRecords
+from .sweep_state import SWEEP_FILE, TrialRecords
 
 CALL_TIMEOUT_S = 120.0
 
 
 class _RecordsActor:
     def __init__(self, out_dir: str) -> None:
+        # The driver wrote sweep.json before starting this: not seeing it means this is not the driver's
+        # machine, and records written here would be lost; better every trial fails saying so.
+        if not (Path(out_dir) / SWEEP_FILE).is_file():
+            raise RuntimeError(f"the trial records actor, placed on the driver's Ray node, does not see "
+                               f"{Path(out_dir) / SWEEP_FILE}: the driver is not on the node Ray reports for it")
         self.records = TrialRecords(Path(out_dir))
 
     def get(self, slot: str) -> dict[str, Any]:

@@ -297,7 +297,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
 
     status = "FAILED"
     watch = TrackingWatch(state.tracking_uri).start()
-    records = start_driver_records(out_dir) if ray.is_initialized() else None
+    driver_records = start_driver_records(out_dir) if ray.is_initialized() else None
     if ray.is_initialized() and store.local_root() is None:
         coordinator_for(store.store_id())  # created here, on the driver's node, before any trial asks
     try:
@@ -312,9 +312,9 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
             from ray import tune
 
             run_phase("grid", state.attempts, {"slot": tune.grid_search(todo)}, {}, cfg, raw, out_dir, target,
-                       store, {}, points, len(todo), view, records)
+                       store, {}, points, len(todo), view, driver_records)
         if cfg.sweep.optuna is not None:
-            optuna_phase(cfg, raw, out_dir, target, store, state, view, records)
+            optuna_phase(cfg, raw, out_dir, target, store, state, view, driver_records)
             log_search_outcome(cfg, out_dir, parent)
         outcome.rows = collect_rows(out_dir)
         amortize_shared_costs(outcome.rows)
@@ -346,7 +346,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         raise
     finally:
         watch.stop()
-        stop_driver_records(records)
+        stop_driver_records(driver_records)
         _end_runs(target, state, status, watch)
         state.save(out_dir)
         signal.signal(signal.SIGTERM, previous_sigterm)

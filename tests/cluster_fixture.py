@@ -237,12 +237,14 @@ def _ray_start(args: list[str], env: dict, log: Path, sessions: set[int], timeou
 @contextlib.contextmanager
 def two_node_cluster(
     timeout: float = 60.0, grace: float = 3.0, include_dashboard: bool = False,
-    node2_wrap: list[str] = (), node2_env: dict | None = None,
+    node2_wrap: list[str] = (), node2_env: dict | None = None, node2_args: list[str] = (),
 ) -> Iterator[RayTestCluster]:
     """Start a head node and a second node (resource ``node2``), 1 CPU each, with token auth.
 
     ``node2_wrap`` prefixes the second node's ``ray start`` (e.g. ``unshare -m ...``: every process of
-    that node inherits what the wrapper set up) and ``node2_env`` adds to its environment.
+    that node inherits what the wrapper set up), ``node2_env`` adds to its environment and ``node2_args``
+    to its options (``--node-ip-address=127.0.0.2``: a driver started here then joins the head's raylet,
+    not whichever of the two it finds first, as a driver on a real cluster joins its own machine's).
 
     Yields once a driver started in a child process with ``ray.init(address=...)`` sees 2 alive
     nodes (bounded by ``timeout`` seconds for each step).  Stops all of it on exit."""
@@ -298,6 +300,7 @@ def two_node_cluster(
                 '--resources={"node2": 1}',
                 f"--dashboard-agent-listen-port={free_port()}",
                 "--disable-usage-stats",
+                *node2_args,
             ],
             {**env, **(node2_env or {})},
             Path(temp_dir) / "node2.log",

@@ -104,7 +104,8 @@ def test_a_sweep_on_nodes_that_share_no_filesystem_survives_a_driver_kill(tmp_pa
                'mount -t tmpfs prunetune-private "$0" && mkdir "$0/tmp" && exec "$@"', str(hidden)]
     try:
         with s3_server(log=tmp_path / "moto.log") as s3, mlflow_server(s3, tmp_path) as tracking, \
-                two_node_cluster(node2_wrap=unshare, node2_env={"TMPDIR": f"{hidden}/tmp"}) as cluster:
+                two_node_cluster(node2_wrap=unshare, node2_env={"TMPDIR": f"{hidden}/tmp"},
+                                 node2_args=["--node-ip-address=127.0.0.2"]) as cluster:
             import ray
 
             ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
@@ -137,9 +138,11 @@ def test_a_sweep_on_nodes_that_share_no_filesystem_survives_a_driver_kill(tmp_pa
             resumed = subprocess.run(cli + ["resume", str(out)], env=env, capture_output=True, text=True, timeout=400)
             assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
+            if os.environ.get("KEEP"):
+                shutil.copytree(cluster.temp_dir + "/r/session_latest/logs", "/tmp/nsfs_logs", dirs_exist_ok=True)
             # rows and trial records: in the driver's DIR, every slot, whichever node ran it
             table = {r["slot"]: r for r in pq.read_table(out / "results.parquet").to_pylist()}
-            assert sorted(table) == sorted(SLOTS)
+            assert sorted(table) == sorted(SLOTS), resumed.stdout[-4000:] + resumed.stderr[-2000:]
             assert all(r["status"] == "ok" for r in table.values()), [r["error"] for r in table.values()]
             records = {p.stem: json.loads(p.read_text()) for p in (out / "trials").glob("*.json")}
             assert sorted(records) == sorted(SLOTS)
@@ -172,4 +175,4 @@ def test_a_sweep_on_nodes_that_share_no_filesystem_survives_a_driver_kill(tmp_pa
                 assert any(k.endswith(f"{run_id}/artifacts/model.pt") for k in s3.keys("mlartifacts/")), slot
             assert not (out / "mlartifacts").exists()
     finally:
-        shutil.rmtree(hidden, ignore_errors=True)
+        os.environ.get("KEEP") or shutil.rmtree(hidden, ignore_errors=True)
