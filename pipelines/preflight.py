@@ -70,26 +70,27 @@ def check_object_store(uri: str) -> None:
 
     shown = f"store.uri {uri.partition('?')[0]}"
     try:
-        fs, root = pafs.FileSystem.from_uri(uri)
-    except Exception as exc:  # noqa: BLE001 (pyarrow raises several types for a URI it cannot use)
-        raise ConfigError(f"{shown}: not a filesystem URI pyarrow can open ({_one_line(exc)})") from None
-    probe = f"{root.rstrip('/')}/.prunetune-probe-{uuid.uuid4().hex}"
-    try:
+        fs, root = pafs.FileSystem.from_uri(uri)  # S3 may already ask the network (the bucket's region)
+        probe = f"{root.rstrip('/')}/.prunetune-probe-{uuid.uuid4().hex}"
         with fs.open_output_stream(probe) as f:
             f.write(b"probe")
         fs.delete_file(probe)
-    except OSError as exc:
-        text = str(exc)
-        if "NETWORK_CONNECTION" in text or "Could not connect" in text or "Couldn't resolve" in text:
-            why = "cannot reach the object store's endpoint"
-        elif "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
-            why = "the bucket does not exist"
-        elif "ACCESS_DENIED" in text or "AccessDenied" in text or "403" in text:
-            why = "access denied (credentials or bucket policy)"
-        else:
-            why = "cannot write there"
-        raise ConfigError(f"{shown}: {why} ({_one_line(exc)}); check the bucket, the endpoint "
-                          "(?endpoint_override=host:port&scheme=http, or AWS_ENDPOINT_URL) and the credentials") from None
+    except Exception as exc:  # noqa: BLE001 (pyarrow raises OSError, ArrowInvalid, ... by cause)
+        raise ConfigError(f"{shown}: {_object_store_problem(str(exc))} ({_one_line(exc)}); check the bucket, the "
+                          "endpoint (?endpoint_override=host:port&scheme=http, or AWS_ENDPOINT_URL) and the "
+                          "credentials") from None
+
+
+def _object_store_problem(text: str) -> str:
+    if any(s in text for s in ("NETWORK_CONNECTION", "Could not connect", "Could not resolve", "Couldn't resolve")):
+        return "cannot reach the object store's endpoint"
+    if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
+        return "the bucket does not exist"
+    if any(s in text for s in ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")):
+        return "access denied (credentials or bucket policy)"
+    if "query parameter" in text or "URI" in text:
+        return "not a URI pyarrow.fs can open"
+    return "cannot write there"
 
 
 def _one_line(exc: BaseException) -> str:
