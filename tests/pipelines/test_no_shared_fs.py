@@ -57,7 +57,8 @@ SLOTS = [f"grid-{i}" for i in range(4)] + ["optuna-0", "optuna-1"]
 
 @contextlib.contextmanager
 def mlflow_server(s3, root: Path):
-    """``mlflow server`` on 127.0.0.1, runs in SQLite, artifacts proxied to the bucket; stopped by PID."""
+    """``mlflow server`` on 127.0.0.1, runs in SQLite, artifacts proxied to the bucket; stopped by PID.
+    Yields its URL and a function that waits until it answers (it starts while the Ray nodes do)."""
     port = free_port()
     env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = (root / "mlflow.log").open("ab")
@@ -65,16 +66,18 @@ def mlflow_server(s3, root: Path):
         [mlflow_executable(), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", f"s3://{s3.bucket}/mlartifacts"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=root)
-    try:
+    def wait_up() -> None:
         deadline = time.monotonic() + 120
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
+                    return
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, (root / "mlflow.log").read_text()[-2000:]
                 time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
+
+    try:
+        yield f"http://127.0.0.1:{port}", wait_up
     finally:
         kill_groups(proc.pid)
         proc.wait(30)
@@ -110,10 +113,11 @@ def test_a_sweep_on_nodes_that_share_no_filesystem_survives_a_driver_kill(tmp_pa
     unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                'mount -t tmpfs prunetune-private "$0" && mkdir "$0/tmp" && exec "$@"', str(hidden)]
     try:
-        with s3_server(log=tmp_path / "moto.log") as s3, mlflow_server(s3, tmp_path) as tracking, \
+        with s3_server(log=tmp_path / "moto.log") as s3, mlflow_server(s3, tmp_path) as (tracking, wait_up), \
                 two_node_cluster(node2_wrap=unshare, node2_env={"TMPDIR": f"{hidden}/tmp"},
                                  node2_args=["--node-ip-address=127.0.0.2"]) as cluster:
             assert _node2_sees(hidden / "cfg.yaml") is False  # the isolation is real
+            wait_up()
             t0 = time.monotonic()
             store_uri = s3.uri("store")
             cli = [sys.executable, "-m", "pipelines.cli"]
@@ -134,7 +138,6 @@ def test_a_sweep_on_nodes_that_share_no_filesystem_survives_a_driver_kill(tmp_pa
                     kill_groups(driver.pid)
             before = _rows(out)
             assert len(before) < len(SLOTS)
-            time.sleep(2)  # the dead driver's trials are ended by Ray (their owner died)
 
             resumed = subprocess.run(cli + ["resume", str(out)], env=env, capture_output=True, text=True, timeout=400)
             assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
