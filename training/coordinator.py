@@ -113,14 +113,24 @@ def coordinator_for(store_id: str):
         max_concurrency=1000, scheduling_strategy=here).remote()
 
 
-def _pid_alive(pid: int) -> bool:
+def _started(pid: int) -> str | None:
+    """When the process started (Linux: /proc/<pid>/stat field 22), to tell it from a later one that got
+    its pid; None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int, started: str | None = None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or _started(pid) in (None, started)
 
 
 def holder_alive(holder: dict) -> bool:
@@ -130,17 +140,17 @@ def holder_alive(holder: dict) -> bool:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    node, pid = holder.get("node_id"), holder.get("pid")
+    node, pid, started = holder.get("node_id"), holder.get("pid"), holder.get("started")
     if not isinstance(pid, int) or not node:
         return True
     if node == ray.get_runtime_context().get_node_id():
-        return _pid_alive(pid)
+        return _pid_alive(pid, started)
     if not any(n["NodeID"] == node and n["Alive"] for n in ray.nodes()):
         return False
     probe = ray.remote(_pid_alive).options(
         num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
     try:
-        return bool(ray.get(probe.remote(pid), timeout=PROBE_TIMEOUT_S))
+        return bool(ray.get(probe.remote(pid, started), timeout=PROBE_TIMEOUT_S))
     except ray.exceptions.GetTimeoutError:
         return True
     except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError):
@@ -178,7 +188,8 @@ def acquire(store_id: str, name: str, timeout_s: float, done: Callable[[], bool]
     import ray
 
     actor = coordinator_for(store_id)
-    holder = {"token": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname(),
+    holder = {"token": uuid.uuid4().hex, "pid": os.getpid(), "started": _started(os.getpid()),
+              "host": socket.gethostname(),
               "node_id": ray.get_runtime_context().get_node_id()}
     dead_token, said, probed = None, False, 0.0
     while True:
