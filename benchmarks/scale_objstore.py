@@ -69,7 +69,6 @@ def main(argv=None) -> int:
     sparsities = [round(0.3 + 0.6 * i / max(1, per_seed - 1), 6) for i in range(per_seed)]
     trials = 2 * len(sparsities)
 
-    import ray
     from mlflow.tracking import MlflowClient
 
     from tests.cluster_fixture import two_node_cluster
@@ -105,6 +104,8 @@ def main(argv=None) -> int:
             rows = pq.read_table(out / "results.parquet").to_pylist()
             span = max(r["ended_at"] for r in rows) - min(r["started_at"] for r in rows)
             records = [json.loads(p.read_text()) for p in (out / "trials").glob("*.json")]
+
+            import ray  # after the cluster exported its token variables: Ray reads them at import
 
             store = ArtifactStore(store_uri)
             ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
