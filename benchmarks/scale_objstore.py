@@ -12,6 +12,8 @@ after the sweep), what the coordinator granted, waited on and took over during t
 any row, trial record, MLflow run, artifact or store entry is missing or duplicated.
 
     .venv/bin/python benchmarks/scale_objstore.py [--quick | --trials N]
+
+Not in ``run_all.py``'s suite: 1,000 trials take about 20 minutes here, more than the whole suite's budget.
 """
 from __future__ import annotations
 
