@@ -258,6 +258,10 @@ class ArtifactStore:
         """The object whose presence means committed: DONE on a filesystem, the manifest elsewhere."""
         return self._path("stages", stage, key, "DONE" if self._local else MANIFEST)
 
+    @property
+    def _meta_name(self) -> str:
+        return "meta.json" if self._local else MANIFEST
+
     def is_done(self, stage: str, key: str) -> bool:
         _check_name("stage", stage)
         _check_name("key", key)
@@ -268,13 +272,12 @@ class ArtifactStore:
             return None
         label = self.entry_uri(stage, key)
         try:
-            with self._fs.open_input_stream(self._path("stages", stage, key, "meta.json" if self._local
-                                                       else MANIFEST)) as f:
+            with self._fs.open_input_stream(self._path("stages", stage, key, self._meta_name)) as f:
                 meta = json.loads(f.read())
         except (OSError, ValueError) as e:
-            raise CorruptEntryError(f"{label}/{'meta.json' if self._local else MANIFEST}: unreadable ({e})") from None
+            raise CorruptEntryError(f"{label}/{self._meta_name}: unreadable ({e})") from None
         if not isinstance(meta, dict) or not isinstance(meta.get("checksums"), dict):
-            raise CorruptEntryError(f"{label}/{'meta.json' if self._local else MANIFEST}: has no checksums")
+            raise CorruptEntryError(f"{label}/{self._meta_name}: has no checksums")
         if not self._local and not _attempt_name(meta.get("attempt")):
             raise CorruptEntryError(f"{label}/{MANIFEST}: names no attempt")
         if self._local:
