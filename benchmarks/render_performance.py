@@ -90,6 +90,16 @@ def render() -> str:
              f"{f['waits_per_shared_stage']:.1f}, {f['lease_wait_median_s']:.2f} s", _source(doc)),
             ("MLflow (SQLite) runs created concurrently", f"{f['mlflow_runs_per_s']:.1f} runs/s ({f['mlflow_writes_per_s']:.0f} writes/s)", _source(doc)),
         ]
+    doc = _load("scale_objstore")
+    if doc:
+        f = doc["figures"]
+        rows += [
+            (f"{f['trials']} real trials through the driver, store on S3 (moto), MLflow server proxying artifacts, "
+             f"{f['logical_nodes']} raylets", f"{f['trials_per_s']:.2f} trials/s; nothing missing or computed twice: "
+             f"{_fmt(f['nothing_missing'] and f['stage_entries_computed_twice'] == 0)}", _source(doc)),
+            ("store coordinator: lease acquire + release from the other node, median / p95",
+             f"{f['lease_round_trip_median_ms']:.1f} / {f['lease_round_trip_p95_ms']:.1f} ms", _source(doc)),
+        ]
     doc = _load("time_to_ticket")
     if doc:
         for a, cells in sorted(doc["versus_imp"].items()):

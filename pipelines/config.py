@@ -63,18 +63,18 @@ class Resources(BaseModel):
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     uri: str | None = Field(
-        None, description="where stage outputs live (default <out>/store); a path, file:///nfs/... or s3://... "
-        "shared by sweeps and nodes")
+        None, description="where stage outputs live (default <out>/store); a path, file:///nfs/..., or an object "
+        "store (s3://bucket/prefix, gs://..., any pyarrow.fs URI; options such as ?endpoint_override=host:port&"
+        "scheme=http in the URI) shared by sweeps and nodes")
     lease_timeout_s: float = Field(120.0, gt=0, description="a stage whose computing process shows no sign of "
                                    "life for this long is taken over by another")
 
     @field_validator("uri")
     @classmethod
-    def _shared_filesystem(cls, v: str | None) -> str | None:
-        if v is not None and "://" in v and not v.startswith("file://"):
-            raise ValueError("the stage store needs a filesystem all nodes mount (a path or file:///nfs/...): "
-                             "object stores have no atomic create, and the coordinator that would dedup "
-                             "stages there is not built yet")
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and v.split("://", 1)[0] not in STORE_SCHEMES:
+            raise ValueError(f"unknown scheme {v.split('://', 1)[0]!r}; allowed: a plain path or "
+                             + ", ".join(f"{x}://" for x in STORE_SCHEMES))
         return v
 
 
@@ -94,6 +94,7 @@ class RayConfig(BaseModel):
 
 
 RESULTS_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+STORE_SCHEMES = RESULTS_SCHEMES
 
 
 class TrackingConfig(BaseModel):

@@ -19,13 +19,15 @@ from .trainable import PROGRESS_METRIC, PROGRESS_STEP, error_row, trial_fn
 
 def run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, cfg: ExperimentConfig, raw: dict,
                out_dir: Path, target: TrackingTarget, store: ArtifactStore, fixed: dict, points: list[dict],
-               total: int, view: SweepView) -> None:
-    """Run one Tune experiment; raises ``SweepInterrupted`` when it was stopped before its end."""
+               total: int, view: SweepView, records=None) -> None:
+    """Run one Tune experiment; raises ``SweepInterrupted`` when it was stopped before its end.
+    ``records``: the driver's trial records as the trials reach them (``pipelines.recorder``)."""
     from ray import tune
 
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, raw=raw, out_dir=str(out_dir), target=target, phase=phase, fixed=fixed,
-                             points=points, store=store, verbose=view.verbosity == "verbose"),
+                             points=points, store=store, verbose=view.verbosity == "verbose",
+                             records=records),
         {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
     )
     stopper = fatal_stopper()
@@ -111,7 +113,7 @@ def shared_stages_first(points: list[dict], raw: dict, cfg: ExperimentConfig, st
 
 
 def optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: TrackingTarget, store: ArtifactStore,
-                  state: SweepState, view: SweepView) -> None:
+                  state: SweepState, view: SweepView, records=None) -> None:
     from search.space import CONSTRAINED_SAMPLERS
     from search.study import StudySearcher, open_study, remaining_trials, settle_ended
 
@@ -137,7 +139,7 @@ def optuna_phase(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: Tracki
         if opt.scheduler is not None:
             tune_kwargs["scheduler"] = _scheduler(opt.scheduler)
         run_phase("optuna", state.attempts, {}, tune_kwargs, cfg, raw, out_dir, target, store, dict(opt.fixed), [],
-                   todo, view)
+                   todo, view, records)
     _write_pareto(study, out_dir, metrics)
 
 

@@ -49,13 +49,52 @@ def check_output_dir(out_dir: Path) -> None:
 
 
 def check_store_uri(uri: str | None) -> None:
-    """A local store (a path or ``file://``) can be created and written: otherwise Ray would start and
-    every trial would end as an error row. Other schemes are the schema's business."""
-    if uri is None or ("://" in uri and not uri.startswith("file://")):
+    """The store (a path, ``file://`` or an object store) can be created and written: otherwise Ray would
+    start and every trial would end as an error row."""
+    if uri is None:
+        return
+    if "://" in uri and not uri.startswith("file://"):
+        check_object_store(uri)
         return
     path = Path(url2pathname(urlsplit(uri).path)) if "://" in uri else Path(uri).expanduser().resolve()
     check_writable_dir(path, f"store.uri {uri}", "point store.uri at a writable directory (or leave it unset: "
                        "<out>/store)")
+
+
+def check_object_store(uri: str) -> None:
+    """One small object written and deleted under the store's prefix: an unreachable endpoint, a missing
+    bucket or refused credentials are named now, with the field, not as every trial's error."""
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    shown = f"store.uri {uri.partition('?')[0]}"
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri)  # S3 may already ask the network (the bucket's region)
+        probe = f"{root.rstrip('/')}/.prunetune-probe-{uuid.uuid4().hex}"
+        with fs.open_output_stream(probe) as f:
+            f.write(b"probe")
+        fs.delete_file(probe)
+    except Exception as exc:  # noqa: BLE001 (pyarrow raises OSError, ArrowInvalid, ... by cause)
+        raise ConfigError(f"{shown}: {_object_store_problem(str(exc))} ({_one_line(exc)}); check the bucket, the "
+                          "endpoint (?endpoint_override=host:port&scheme=http, or AWS_ENDPOINT_URL) and the "
+                          "credentials") from None
+
+
+def _object_store_problem(text: str) -> str:
+    if any(s in text for s in ("NETWORK_CONNECTION", "Could not connect", "Could not resolve", "Couldn't resolve")):
+        return "cannot reach the object store's endpoint"
+    if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
+        return "the bucket does not exist"
+    if any(s in text for s in ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")):
+        return "access denied (credentials or bucket policy)"
+    if "query parameter" in text or "URI" in text:
+        return "not a URI pyarrow.fs can open"
+    return "cannot write there"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def check_writable_dir(path: Path, label: str, advice: str) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from training.coordinator import coordinator_for
 from training.store import ArtifactStore
 
 from .config import ConfigError, ExperimentConfig, grid_points
@@ -36,11 +37,13 @@ from .phases import (
     run_phase,
     shared_stages_first,
 )
+from .recorder import start_driver_records, stop_driver_records
 from .results import amortize_shared_costs, copy_to_uri, write_results
 from .retry import with_retry_overrides
 from .summary import SUMMARY_FILE, summarize, write_summary
 from .sweep_state import STUDY_FILE, SweepState, TrialRecords, config_hash
 from .tracking import (
+    ArtifactLocationError,
     RunLogger,
     TrackingTarget,
     default_tracking_uri,
@@ -207,11 +210,14 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(config_text)
     tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri(out_dir)
-    target = start_parent(
-        tracking_uri, cfg.tracking.experiment_name or cfg.name, out_dir / "mlartifacts",
-        run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", tags={"config": cfg.name},
-        description=describe_sweep(cfg),
-    )
+    try:
+        target = start_parent(
+            tracking_uri, cfg.tracking.experiment_name or cfg.name, out_dir / "mlartifacts",
+            run_name=f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", tags={"config": cfg.name},
+            description=describe_sweep(cfg),
+        )
+    except ArtifactLocationError as exc:
+        raise ConfigError(str(exc)) from None
     RunLogger(tracking_uri, target.parent_run_id).artifact(out_dir / "config.yaml")
     _share_view(cfg, tracking_uri, target.experiment_id, target.parent_run_id)
     state = SweepState(
@@ -291,6 +297,9 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
 
     status = "FAILED"
     watch = TrackingWatch(state.tracking_uri).start()
+    driver_records = start_driver_records(out_dir) if ray.is_initialized() else None
+    if ray.is_initialized() and store.local_root() is None:
+        coordinator_for(store.store_id())  # created here, on the driver's node, before any trial asks
     try:
         points = grid_points(cfg)
         records = TrialRecords(out_dir)
@@ -303,9 +312,9 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
             from ray import tune
 
             run_phase("grid", state.attempts, {"slot": tune.grid_search(todo)}, {}, cfg, raw, out_dir, target,
-                       store, {}, points, len(todo), view)
+                       store, {}, points, len(todo), view, driver_records)
         if cfg.sweep.optuna is not None:
-            optuna_phase(cfg, raw, out_dir, target, store, state, view)
+            optuna_phase(cfg, raw, out_dir, target, store, state, view, driver_records)
             log_search_outcome(cfg, out_dir, parent)
         outcome.rows = collect_rows(out_dir)
         amortize_shared_costs(outcome.rows)
@@ -337,6 +346,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         raise
     finally:
         watch.stop()
+        stop_driver_records(driver_records)
         _end_runs(target, state, status, watch)
         state.save(out_dir)
         signal.signal(signal.SIGTERM, previous_sigterm)

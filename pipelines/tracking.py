@@ -85,9 +85,23 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+class ArtifactLocationError(ValueError):
+    """A tracking server whose experiment keeps artifacts on the local disk of whoever logs them."""
+
+
 def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, run_name: str, tags: dict,
                  description: str = "") -> TrackingTarget:
-    """Create the experiment (on the driver, before trials start: no creation races) and the parent run."""
+    """Create the experiment (on the driver, before trials start: no creation races) and the parent run.
+
+    With the embedded SQLite store the artifacts are files under ``artifact_root`` (the sweep's DIR).
+    With a tracking server the server chooses: started with ``--artifacts-destination`` (serving
+    artifacts, MLflow's default) it hands out ``mlflow-artifacts:`` locations, so every node uploads
+    through the server to its bucket. A ``file:`` location there would put each trial's artifacts on
+    the disk of the node that ran it, so it is refused."""
     from .mlflow_template import new_sqlite_store
 
     new_sqlite_store(tracking_uri, artifact_root.parent)
@@ -95,10 +109,18 @@ def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, r
     exp = client.get_experiment_by_name(experiment_name)
     if exp is None:
         # Marked as model training, so MLflow's UI opens it on the runs table, not the GenAI traces view.
-        exp_id = client.create_experiment(experiment_name, artifact_location=artifact_root.resolve().as_uri(),
-                                          tags={"mlflow.experimentKind": "custom_model_development"})
+        where = {} if is_server(tracking_uri) else {"artifact_location": artifact_root.resolve().as_uri()}
+        exp_id = client.create_experiment(experiment_name, tags={"mlflow.experimentKind": "custom_model_development"},
+                                          **where)
+        exp = client.get_experiment(exp_id)
     else:
         exp_id = exp.experiment_id
+    location = exp.artifact_location or ""
+    if is_server(tracking_uri) and (location.startswith("file:") or location.startswith("/")):
+        raise ArtifactLocationError(
+            f"tracking.tracking_uri {tracking_uri}: experiment {experiment_name!r} stores artifacts at {location}, "
+            "on the disk of whichever node logs them; start the server with --artifacts-destination "
+            "s3://bucket/prefix (and without --no-serve-artifacts), or use another tracking.experiment_name")
     note = {"mlflow.note.content": description} if description else {}  # the run's description in the UI
     run = client.create_run(exp_id, run_name=run_name, tags={"prunetune.role": "sweep", **note, **tags})
     return TrackingTarget(tracking_uri, exp_id, run.info.run_id)

@@ -47,11 +47,13 @@ def trial_fn(config: dict, **kwargs: Any) -> None:
 
 
 def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, phase: str, fixed: dict,
-              points: list[dict], store: ArtifactStore, verbose: bool = False) -> None:
+              points: list[dict], store: ArtifactStore, verbose: bool = False, records=None) -> None:
     """Re-attaches to its slot's MLflow run, reports per epoch, then its row.
 
-    Errors become a row with status 'error' rather than aborting the sweep.
+    Errors become a row with status 'error' rather than aborting the sweep. ``records`` is where the
+    slot's record lives: the driver's (``pipelines.recorder``), since this node may not see ``out_dir``.
     """
+    records = records if records is not None else TrialRecords(Path(out_dir))
     import torch
     from ray import tune
 
@@ -70,11 +72,10 @@ def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         failed = {"trial_id": ctx.get_trial_id(), "phase": phase, "slot": slot,
                   "overrides": json.dumps(overrides, sort_keys=True), **unvalidated_identity(raw, overrides),
                   **error_row(" ".join(str(exc).split()))}
-        TrialRecords(Path(out_dir)).update(slot, row=failed)
+        records.update(slot, row=failed)
         tune.report(failed | {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0})
         return
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))
-    records = TrialRecords(Path(out_dir))
     record = records.get(slot)
     run_name = f"{cfg.prune.method} s={cfg.prune.sparsity:g} seed={cfg.seed} ({slot})"
     if record.get("mlflow_run_id"):

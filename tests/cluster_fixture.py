@@ -212,10 +212,11 @@ def _tail(path: Path, n: int = 3000) -> str:
         return "<no log>"
 
 
-def _ray_start(args: list[str], env: dict, log: Path, sessions: set[int], timeout: float) -> None:
+def _ray_start(args: list[str], env: dict, log: Path, sessions: set[int], timeout: float,
+               wrap: list[str] = ()) -> None:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [RAY_CLI, "start", *args],
+            [*wrap, RAY_CLI, "start", *args],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -235,9 +236,15 @@ def _ray_start(args: list[str], env: dict, log: Path, sessions: set[int], timeou
 
 @contextlib.contextmanager
 def two_node_cluster(
-    timeout: float = 60.0, grace: float = 3.0, include_dashboard: bool = False
+    timeout: float = 60.0, grace: float = 3.0, include_dashboard: bool = False,
+    node2_wrap: list[str] = (), node2_env: dict | None = None, node2_args: list[str] = (),
 ) -> Iterator[RayTestCluster]:
     """Start a head node and a second node (resource ``node2``), 1 CPU each, with token auth.
+
+    ``node2_wrap`` prefixes the second node's ``ray start`` (e.g. ``unshare -m ...``: every process of
+    that node inherits what the wrapper set up), ``node2_env`` adds to its environment and ``node2_args``
+    to its options (``--node-ip-address=127.0.0.2``: a driver started here then joins the head's raylet,
+    not whichever of the two it finds first, as a driver on a real cluster joins its own machine's).
 
     Yields once a driver started in a child process with ``ray.init(address=...)`` sees 2 alive
     nodes (bounded by ``timeout`` seconds for each step).  Stops all of it on exit."""
@@ -293,11 +300,13 @@ def two_node_cluster(
                 '--resources={"node2": 1}',
                 f"--dashboard-agent-listen-port={free_port()}",
                 "--disable-usage-stats",
+                *node2_args,
             ],
-            env,
+            {**env, **(node2_env or {})},
             Path(temp_dir) / "node2.log",
             sessions,
             timeout,
+            wrap=list(node2_wrap),
         )
 
         # Wait until a fresh driver process sees both nodes.

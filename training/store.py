@@ -1,12 +1,14 @@
 """Content-addressed store for the stages of a sweep, on any pyarrow filesystem.
 
 Each unit of work (distillation, dense pretraining, an IMP level, a mask, a retrain) lives
-at ``stages/<stage>/<key>/`` and only counts once its ``DONE`` marker exists, so a crash at
-any point leaves either a whole entry or nothing a reader will trust. Checksums in
-``meta.json`` catch entries damaged afterwards (a truncated copy, a half-synced NFS file),
-which are then recomputed instead of silently feeding later stages. Run history goes to
-``index/`` as one Parquet file per run, because appending to one shared file from many
-nodes would race.
+at ``stages/<stage>/<key>/`` and only counts once it is committed, so a crash at any point
+leaves either a whole entry or nothing a reader will trust. On a local or mounted filesystem
+the entry is staged beside its place, renamed in, and marked by ``DONE``; an object store
+cannot rename a prefix, so there the files go to ``<key>/<attempt>/`` and one ``manifest.json``
+object, written last, names that attempt and the checksums (one PUT: present or absent).
+Checksums catch entries damaged afterwards (a truncated copy, a half-synced NFS file), which
+are then recomputed instead of silently feeding later stages. Run history goes to ``index/``
+as one Parquet file per run, because appending to one shared file from many nodes would race.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ _INDEX_SCHEMA = pa.schema([
     ("requested_by", pa.string()),  # who first needed it: a trial's slot and method, or the driver
 ])
 _RESERVED = {"meta.json", "DONE"}
+MANIFEST = "manifest.json"  # object stores: the commit
 
 # Lease files tell processes apart, not threads: threads of one process queue here instead.
 _THREAD_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
@@ -102,6 +105,10 @@ def _verify(directory: Path, meta: dict, label: str) -> None:
                 except Exception as exc:  # noqa: BLE001 (whatever the check refuses, the entry is not trusted)
                     raise CorruptEntryError(f"{label}/{name}: {exc}") from None
                 _PASSED.add(seen)
+
+
+def _attempt_name(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("attempt-") and "/" not in value
 
 
 def _pid_alive(pid: int) -> bool:
@@ -188,7 +195,11 @@ class ArtifactStore:
     def __init__(self, root: str | os.PathLike, *, lease_timeout_s: float = 60.0,
                  poll_s: float = 0.2, log: Callable[[str], None] = _quiet) -> None:
         text = os.fspath(root)
-        self.uri = text.rstrip("/") if "://" in text else str(Path(text).expanduser().resolve())
+        if "://" in text:
+            base, sep, query = text.partition("?")  # s3://b/p?endpoint_override=...: options, not path
+            self.uri = base.rstrip("/") + sep + query
+        else:
+            self.uri = str(Path(text).expanduser().resolve())
         self.lease_timeout_s, self.poll_s, self.log = float(lease_timeout_s), float(poll_s), log
         self._fs_cache: tuple[pafs.FileSystem, str] | None = None
 
@@ -222,8 +233,17 @@ class ArtifactStore:
         """The root as a local directory when the store is on a local (or NFS-mounted) filesystem."""
         return Path(self._path()) if self._local else None
 
+    @property
+    def location(self) -> str:
+        """The URI without its options (``?endpoint_override=...``), for messages and paths."""
+        return self.uri.partition("?")[0]
+
+    def store_id(self) -> str:
+        """Which store this is, however its URI spells its options: the coordinator's name."""
+        return f"{self._fs.type_name}://{self._path()}"
+
     def entry_uri(self, stage: str, key: str) -> str:
-        return f"{self.uri}/stages/{stage}/{key}"
+        return f"{self.location}/stages/{stage}/{key}"
 
     def _exists(self, path: str) -> bool:
         return self._fs.get_file_info(path).type != pafs.FileType.NotFound
@@ -234,22 +254,32 @@ class ArtifactStore:
 
     # ---- reading -------------------------------------------------------------------------
 
+    def _marker(self, stage: str, key: str) -> str:
+        """The object whose presence means committed: DONE on a filesystem, the manifest elsewhere."""
+        return self._path("stages", stage, key, "DONE" if self._local else MANIFEST)
+
+    @property
+    def _meta_name(self) -> str:
+        return "meta.json" if self._local else MANIFEST
+
     def is_done(self, stage: str, key: str) -> bool:
         _check_name("stage", stage)
         _check_name("key", key)
-        return self._exists(self._path("stages", stage, key, "DONE"))
+        return self._exists(self._marker(stage, key))
 
     def get(self, stage: str, key: str) -> Entry | None:
         if not self.is_done(stage, key):
             return None
         label = self.entry_uri(stage, key)
         try:
-            with self._fs.open_input_stream(self._path("stages", stage, key, "meta.json")) as f:
+            with self._fs.open_input_stream(self._path("stages", stage, key, self._meta_name)) as f:
                 meta = json.loads(f.read())
         except (OSError, ValueError) as e:
-            raise CorruptEntryError(f"{label}/meta.json: unreadable ({e})") from None
+            raise CorruptEntryError(f"{label}/{self._meta_name}: unreadable ({e})") from None
         if not isinstance(meta, dict) or not isinstance(meta.get("checksums"), dict):
-            raise CorruptEntryError(f"{label}/meta.json: has no checksums")
+            raise CorruptEntryError(f"{label}/{self._meta_name}: has no checksums")
+        if not self._local and not _attempt_name(meta.get("attempt")):
+            raise CorruptEntryError(f"{label}/{MANIFEST}: names no attempt")
         if self._local:
             path = Path(self._path("stages", stage, key))
             _verify(path, meta, label)
@@ -271,8 +301,9 @@ class ArtifactStore:
         fresh = cache / f".dl-{key}-{uuid.uuid4().hex}"
         fresh.mkdir(parents=True)
         try:
-            pafs.copy_files(self._path("stages", stage, key), str(fresh), source_filesystem=self._fs,
+            pafs.copy_files(self._path("stages", stage, key, meta["attempt"]), str(fresh), source_filesystem=self._fs,
                             destination_filesystem=pafs.LocalFileSystem())
+            (fresh / "meta.json").write_text(json.dumps(meta))
             _verify(fresh, meta, label)
             shutil.rmtree(dest, ignore_errors=True)
             try:
@@ -311,7 +342,7 @@ class ArtifactStore:
 
     def delete(self, stage: str, key: str) -> None:
         if self.is_done(stage, key):  # marker first, so nobody trusts a half-deleted entry
-            self._fs.delete_file(self._path("stages", stage, key, "DONE"))
+            self._fs.delete_file(self._marker(stage, key))
         base = self._path("stages", stage, key)
         if self._exists(base):
             self._fs.delete_dir(base)
@@ -349,14 +380,27 @@ class ArtifactStore:
             finally:
                 lease.release()
 
-    def _acquire(self, stage: str, key: str, wait_for_done: bool) -> _Lease | _NullLease | None:
+    def _acquire(self, stage: str, key: str, wait_for_done: bool):
         """Hold the lease for (stage, key), or return None once a peer finishes the entry.
 
-        Only on a local/NFS root: object stores have no atomic exclusive create, so there the
-        sweep's Ray coordinator must avoid duplicate work and only the DONE protocol applies.
+        A local/NFS root has an atomic exclusive create: a lease file, which needs no Ray (``prunetune
+        prune``, two sweeps on different clusters sharing an NFS store). An object store has none: the
+        store's Ray coordinator grants the lease (``training.coordinator``); outside Ray nothing can,
+        and two processes may both compute an entry (the manifest keeps the result whole either way).
         """
         if not self._local:
-            return _NullLease()
+            ray = sys.modules.get("ray")
+            if ray is None or not ray.is_initialized():
+                if not getattr(self, "_said_uncoordinated", False):
+                    self.log(f"artifact store: {self.location} is an object store and Ray is not running here: "
+                             "no coordinator, so a stage another process is computing may be computed twice")
+                    self._said_uncoordinated = True
+                return _NullLease()
+            from .coordinator import acquire
+
+            return acquire(self.store_id(), f"{stage}/{key}", self.lease_timeout_s,
+                           (lambda: self.is_done(stage, key)) if wait_for_done else (lambda: False),
+                           self.log, self.entry_uri(stage, key))
         path = self._path("leases", stage, f"{key}.lease")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         token, waited = uuid.uuid4().hex, False
@@ -447,6 +491,8 @@ class ArtifactStore:
 
     def _commit(self, stage: str, key: str, work: Path, meta: dict) -> None:
         """Stage beside the final place and move in; DONE, written last, is what readers trust."""
+        if not self._local:
+            return self._commit_object(stage, key, work, meta)
         fs = self._fs
         tmp = self._path("stages", stage, f".tmp-{key}-{uuid.uuid4().hex}")
         final = self._path("stages", stage, key)
@@ -471,17 +517,26 @@ class ArtifactStore:
                 os.rename(final, trash)  # remains of a writer that died before DONE
                 os.rename(tmp, final)
                 shutil.rmtree(trash, ignore_errors=True)
-        else:
-            if self.is_done(stage, key):
-                fs.delete_dir(tmp)
-                return
-            fs.delete_dir_contents(final, missing_dir_ok=True)
-            try:
-                fs.move(tmp, final)
-            except Exception:  # S3/GCS cannot rename a prefix
-                pafs.copy_files(tmp, final, source_filesystem=fs, destination_filesystem=fs)
-                fs.delete_dir(tmp)
         self._write(f"{final}/DONE", json.dumps({"time": time.time()}).encode())
+
+    def _commit_object(self, stage: str, key: str, work: Path, meta: dict) -> None:
+        """Files under a fresh ``attempt-*`` prefix, then the one manifest object naming it: readers see
+        the whole entry or none. Run under the lease, so attempts left by holders that died are removed."""
+        fs, base = self._fs, self._path("stages", stage, key)
+        if self.is_done(stage, key):  # committed by a holder whose lease was taken from it: keep theirs
+            return
+        attempt = f"attempt-{int(time.time())}-{uuid.uuid4().hex[:8]}"
+        fs.create_dir(f"{base}/{attempt}", recursive=True)
+        pafs.copy_files(str(work), f"{base}/{attempt}", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+        self._write(f"{base}/{MANIFEST}", json.dumps({**meta, "attempt": attempt}, indent=1, sort_keys=True,
+                                                     default=str).encode())
+        for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory and info.base_name != attempt:
+                try:
+                    fs.delete_dir(info.path)
+                except OSError as e:  # garbage, not a result: say so and go on
+                    self.log(f"artifact store: could not remove the abandoned {info.path}: {e}")
 
     def _append_index(self, row: dict) -> None:
         """One file per run, so writers on many nodes never share a file; history, not truth."""

@@ -137,7 +137,8 @@ BOMB = "a: &a [1,1,1,1,1,1,1,1,1]\n" + "".join(
     (QUICKSTART.replace("seed: 0\n", "seed: -1\n", 1), "seed: Input should be greater than or equal to 0"),
     (QUICKSTART + "tracking: {tracking_uri: 'file:///tmp/x'}\n", "refuses its file store; use sqlite:///"),
     (QUICKSTART + "tracking: {results_uri: 'ftp://h/x.parquet'}\n", "unknown scheme 'ftp'"),
-    (QUICKSTART + "store: {uri: 's3://bucket/store'}\n", "the stage store needs a filesystem all nodes mount"),
+    (QUICKSTART + "store: {uri: 's3://bucket/store'}\n", "store.uri s3://bucket/store: cannot reach the object store"),
+    (QUICKSTART + "store: {uri: 'nosuch://bucket/store'}\n", "unknown scheme 'nosuch'"),
     (BOMB, "data: Field required"),  # aliases are walked once each: an answer, not a hang
 ])
 def test_bad_files_and_values_exit_2_naming_the_problem(tmp_path, capsys, content, expected):
