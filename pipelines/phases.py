@@ -50,6 +50,16 @@ def run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, cf
         ),
     )
     grid = tuner.fit()
+    interrupted = _record_unreported(grid, phase, out_dir, stopper, scheduled="scheduler" in tune_kwargs)
+    if stopper.reason is not None:
+        raise SweepOutage(stopper.reason)
+    if interrupted:
+        raise SweepInterrupted(phase)
+
+
+def _record_unreported(grid, phase: str, out_dir: Path, stopper, scheduled: bool) -> bool:
+    """Rows for the trials that ended without reporting one: stopped early by the scheduler (``pruned``)
+    or whose process died after its retries (an error). True if the experiment itself was stopped."""
     interrupted = False
     finished = grid.num_terminated + grid.num_errors == len(grid)  # else the experiment itself was stopped
     for result in grid:
@@ -58,7 +68,7 @@ def run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, cf
             continue
         if stopper.reason is not None:  # stopped for an outage: no row, the slot stays unfinished
             continue
-        if result.error is None and finished and "scheduler" in tune_kwargs:
+        if result.error is None and finished and scheduled:
             # Stopped early by the scheduler: a row of its own (the study already holds it as PRUNED).
             slot = metrics.get("slot") or _slot_of(result.config, phase)
             TrialRecords(out_dir).update(slot, row={
@@ -76,10 +86,7 @@ def run_phase(phase: str, attempt: int, param_space: dict, tune_kwargs: dict, cf
         if slot:
             TrialRecords(out_dir).update(slot, row={**error_row(f"trial process failed: {result.error}"),
                                                     "phase": phase, "slot": slot})
-    if stopper.reason is not None:
-        raise SweepOutage(stopper.reason)
-    if interrupted:
-        raise SweepInterrupted(phase)
+    return interrupted
 
 
 def _slot_of(config: dict | None, phase: str) -> str | None:

@@ -246,48 +246,8 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     out_dir = out_dir.resolve()
     view = view or SweepView()
     echo = view.say
-    if view.verbosity != "verbose":  # start-up notices of Ray and MLflow: in the logs, not on the console
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # MLflow logs each database error with its traceback before raising it; the sweep reports what
-    # it raises (a full disk) in one line.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    # Tune's own experiment state is not what a resume reads (each attempt is a fresh experiment), so
-    # failing to save it (a full disk) is not worth a traceback on the console.
-    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
-    bounded = bound_http_calls()  # before MLflow is used; the workers get the same bounds
-    needs_ray = not _nothing_to_run(cfg, out_dir)  # a finished sweep re-run or resumed: no cluster to start
-    started_ray = needs_ray and not ray.is_initialized()
-    if started_ray:
-        from training.plugins import shippable_paths
-
-        shipped = shippable_paths(cfg.plugins)  # plugins that are not installed reach every node this way
-        try:
-            ray.init(
-                runtime_env={"env_vars": bounded, **({"py_modules": shipped} if shipped else {})},
-                address=cfg.ray.address,
-                num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
-                num_gpus=cfg.ray.num_gpus if cfg.ray.address is None else None,
-                include_dashboard=False,
-                log_to_driver=view.verbosity == "verbose",  # otherwise each trial's log is a file in DIR/logs
-                logging_level=logging.INFO if view.verbosity == "verbose" else logging.ERROR,
-            )
-        except (ConnectionError, RuntimeError) as exc:  # RuntimeError: refused token, GCS unreachable
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"cannot connect to the Ray cluster at ray.address={cfg.ray.address!r}: {reason}") from None
-    # SIGTERM (a scheduler, `kill`) stops the sweep the way Ctrl-C does, through Tune's SIGINT handling.
-    # Set after ray.init, whose own handler would abort the driver and leave the sweep marked failed.
-    previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
-    try:  # before anything is written: a request the cluster cannot meet would wait forever
-        if needs_ray:
-            check_cluster(cfg, ray.cluster_resources, echo)
-            check_worker_plugins(raw)
-        state = _begin(cfg, raw, out_dir, config_text, resume)
-    except BaseException:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-        if started_ray:
-            ray.shutdown()
-        raise
+    _quiet_loggers(view)
+    state, started_ray, previous_sigterm = _open(cfg, raw, out_dir, config_text, resume, view)
     target = TrackingTarget(state.tracking_uri, state.experiment_id, state.parent_run_id)
     parent = RunLogger(state.tracking_uri, state.parent_run_id)
     store = store_for(cfg, out_dir)
@@ -301,31 +261,8 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     if ray.is_initialized() and store.local_root() is None:
         coordinator_for(store.store_id())  # created here, on the driver's node, before any trial asks
     try:
-        points = grid_points(cfg)
-        records = TrialRecords(out_dir)
-        points = with_retry_overrides(points, records)
-        todo = [i for i in range(len(points)) if "row" not in records.get(f"grid-{i}")]
-        if todo:
-            shared_stages_first([points[i] for i in todo], raw, cfg, store, echo, out_dir)
-            echo(f"grid phase: {len(todo)} trials" + (f" ({len(points) - len(todo)} already done)"
-                                                      if len(todo) < len(points) else ""))
-            from ray import tune
-
-            run_phase("grid", state.attempts, {"slot": tune.grid_search(todo)}, {}, cfg, raw, out_dir, target,
-                       store, {}, points, len(todo), view, driver_records)
-        if cfg.sweep.optuna is not None:
-            optuna_phase(cfg, raw, out_dir, target, store, state, view, driver_records)
-            log_search_outcome(cfg, out_dir, parent)
-        outcome.rows = collect_rows(out_dir)
-        amortize_shared_costs(outcome.rows)
-        outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
-        outcome.summary_path = write_summary(summarize(outcome.rows), out_dir / SUMMARY_FILE)
-        parent.artifact(outcome.results_path)
-        parent.artifact(outcome.summary_path)
-        if cfg.tracking.results_uri:
-            echo(f"results copied to {copy_to_uri(outcome.results_path, cfg.tracking.results_uri)}")
-        outcome.report_path = _report(cfg, out_dir, outcome.rows, parent, echo)
-        parent.metrics({"trials": len(outcome.rows), "trials_ok": sum(r["status"] == "ok" for r in outcome.rows)})
+        _run_phases(cfg, raw, out_dir, target, store, state, view, driver_records)
+        _finish_outputs(cfg, out_dir, outcome, parent, echo)
         status = "FINISHED" if outcome.ok else "FAILED"
         state.status = "finished"
     except (SweepInterrupted, KeyboardInterrupt) as exc:
@@ -334,11 +271,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
             raise TrackingLost(state.tracking_uri) from None
         if isinstance(exc, SweepOutage):
             raise
-        outcome.rows = collect_rows(out_dir)
-        amortize_shared_costs(outcome.rows)
-        if outcome.rows:
-            outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
-            outcome.summary_path = write_summary(summarize(outcome.rows), out_dir / SUMMARY_FILE)
+        _write_tables(outcome, out_dir, empty_too=False)  # what finished before the stop
         raise SweepInterrupted(str(out_dir)) from None
     except BaseException as exc:
         # A full disk met by the driver itself (a results file, its MLflow records) is resumable too.
@@ -353,6 +286,110 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
         if started_ray:
             ray.shutdown()
     return outcome
+
+
+def _open(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, resume: bool,
+          view: SweepView) -> tuple[SweepState, bool, Any]:
+    """Ray up (only if a phase has work), SIGTERM turned into Ctrl-C, the cluster checked and the sweep
+    state begun: (state, whether Ray was started here, the previous SIGTERM handler). On any failure
+    nothing is left started."""
+    import ray
+
+    bounded = bound_http_calls()  # before MLflow is used; the workers get the same bounds
+    needs_ray = not _nothing_to_run(cfg, out_dir)  # a finished sweep re-run or resumed: no cluster to start
+    started_ray = needs_ray and not ray.is_initialized()
+    if started_ray:
+        _start_ray(cfg, bounded, view)
+    # SIGTERM (a scheduler, `kill`) stops the sweep the way Ctrl-C does, through Tune's SIGINT handling.
+    # Set after ray.init, whose own handler would abort the driver and leave the sweep marked failed.
+    previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    try:  # before anything is written: a request the cluster cannot meet would wait forever
+        if needs_ray:
+            check_cluster(cfg, ray.cluster_resources, view.say)
+            check_worker_plugins(raw)
+        state = _begin(cfg, raw, out_dir, config_text, resume)
+    except BaseException:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        if started_ray:
+            ray.shutdown()
+        raise
+    return state, started_ray, previous_sigterm
+
+
+def _quiet_loggers(view: SweepView) -> None:
+    if view.verbosity != "verbose":  # start-up notices of Ray and MLflow: in the logs, not on the console
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow logs each database error with its traceback before raising it; the sweep reports what
+    # it raises (a full disk) in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # Tune's own experiment state is not what a resume reads (each attempt is a fresh experiment), so
+    # failing to save it (a full disk) is not worth a traceback on the console.
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
+
+
+def _start_ray(cfg: ExperimentConfig, bounded: dict[str, str], view: SweepView) -> None:
+    """Embedded Ray, or the cluster at ``ray.address``; the workers get the driver's HTTP bounds and the
+    plugins that are not installed (``py_modules``)."""
+    import ray
+
+    from training.plugins import shippable_paths
+
+    shipped = shippable_paths(cfg.plugins)
+    try:
+        ray.init(
+            runtime_env={"env_vars": bounded, **({"py_modules": shipped} if shipped else {})},
+            address=cfg.ray.address,
+            num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
+            num_gpus=cfg.ray.num_gpus if cfg.ray.address is None else None,
+            include_dashboard=False,
+            log_to_driver=view.verbosity == "verbose",  # otherwise each trial's log is a file in DIR/logs
+            logging_level=logging.INFO if view.verbosity == "verbose" else logging.ERROR,
+        )
+    except (ConnectionError, RuntimeError) as exc:  # RuntimeError: refused token, GCS unreachable
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot connect to the Ray cluster at ray.address={cfg.ray.address!r}: {reason}") from None
+
+
+def _run_phases(cfg: ExperimentConfig, raw: dict, out_dir: Path, target: TrackingTarget, store: ArtifactStore,
+                state: SweepState, view: SweepView, driver_records) -> None:
+    """The grid's unfinished slots (their shared stages first), then the Optuna phase."""
+    records = TrialRecords(out_dir)
+    points = with_retry_overrides(grid_points(cfg), records)
+    todo = [i for i in range(len(points)) if "row" not in records.get(f"grid-{i}")]
+    if todo:
+        shared_stages_first([points[i] for i in todo], raw, cfg, store, view.say, out_dir)
+        view.say(f"grid phase: {len(todo)} trials" + (f" ({len(points) - len(todo)} already done)"
+                                                      if len(todo) < len(points) else ""))
+        from ray import tune
+
+        run_phase("grid", state.attempts, {"slot": tune.grid_search(todo)}, {}, cfg, raw, out_dir, target,
+                  store, {}, points, len(todo), view, driver_records)
+    if cfg.sweep.optuna is not None:
+        optuna_phase(cfg, raw, out_dir, target, store, state, view, driver_records)
+
+
+def _finish_outputs(cfg: ExperimentConfig, out_dir: Path, outcome: SweepOutcome, parent: RunLogger,
+                    echo: Callable[[str], None]) -> None:
+    """The finished sweep's tables, report and counts, on disk and on the parent run."""
+    if cfg.sweep.optuna is not None:
+        log_search_outcome(cfg, out_dir, parent)
+    _write_tables(outcome, out_dir)
+    parent.artifact(outcome.results_path)
+    parent.artifact(outcome.summary_path)
+    if cfg.tracking.results_uri:
+        echo(f"results copied to {copy_to_uri(outcome.results_path, cfg.tracking.results_uri)}")
+    outcome.report_path = _report(cfg, out_dir, outcome.rows, parent, echo)
+    parent.metrics({"trials": len(outcome.rows), "trials_ok": sum(r["status"] == "ok" for r in outcome.rows)})
+
+
+def _write_tables(outcome: SweepOutcome, out_dir: Path, empty_too: bool = True) -> None:
+    """results.parquet and summary.parquet from every slot's row (after a stop, only if some slot has one)."""
+    outcome.rows = collect_rows(out_dir)
+    amortize_shared_costs(outcome.rows)
+    if outcome.rows or empty_too:
+        outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
+        outcome.summary_path = write_summary(summarize(outcome.rows), out_dir / SUMMARY_FILE)
 
 
 def _end_runs(target: TrackingTarget, state: SweepState, status: str, watch: TrackingWatch) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from training.store import ArtifactStore
 
@@ -76,15 +76,7 @@ def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         tune.report(failed | {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0})
         return
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))
-    record = records.get(slot)
-    run_name = f"{cfg.prune.method} s={cfg.prune.sparsity:g} seed={cfg.seed} ({slot})"
-    if record.get("mlflow_run_id"):
-        logger = RunLogger.reattach(target, record["mlflow_run_id"])
-    else:
-        logger = RunLogger.child(target, run_name, {
-            "phase": phase, "slot": slot, "method": cfg.prune.method, "sparsity": f"{cfg.prune.sparsity:.6g}",
-            "density": f"{cfg.prune.density:.6g}", "seed": str(cfg.seed)})
-        records.update(slot, mlflow_run_id=logger.run_id, phase=phase, overrides=overrides)
+    logger = _slot_run(cfg, target, records, slot, phase, overrides)
     logger.tags({"ray_trial_id": ctx.get_trial_id()})
     logger.params({**cfg.result_settings(), "phase": phase})
     report: dict[str, Any] = {
@@ -94,18 +86,7 @@ def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
     }
     log = FileLog(trial_log(Path(out_dir), slot), echo=verbose, prefix=f"[{slot}] ")
 
-    # Every report carries the scheduler's time axis and metric (Tune checks each result for them); they
-    # move only with epochs of the stages a scheduler should compare, and 0 is below every rung.
-    progress: dict[str, float] = {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0}
-
-    def on_epoch(stage, rec: dict) -> None:  # intermediate results, for schedulers and the live view
-        values = {k: v for k, v in rec.items() if isinstance(v, (int, float))}
-        if stage.final_training:  # the run's own training curve
-            logger.metrics({k: v for k, v in values.items() if k not in ("epoch", "step")}, step=rec["epoch"])
-        if (stage.final_training or stage.reports_progress) and "val_accuracy" in values:  # a point on the scheduler's time axis
-            progress.update({PROGRESS_STEP: progress[PROGRESS_STEP] + 1, PROGRESS_METRIC: values["val_accuracy"]})
-        tune.report(values | {"stage": stage.name} | report | progress)  # who it is, even if it never reports a row
-
+    progress, on_epoch = _epoch_reporter(logger, report)
     try:
         env = StageEnv.on(store, log=log, on_epoch=on_epoch, requested_by=f"{slot} {cfg.prune.method}")
         row = run_trial(cfg, env, logger, log=log)
@@ -124,6 +105,39 @@ def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
     full = {**row, **report, "status": "ok", "error": None}
     records.update(slot, row=full)
     tune.report(full | progress)
+
+
+def _slot_run(cfg: ExperimentConfig, target: TrackingTarget, records, slot: str, phase: str,
+              overrides: dict) -> RunLogger:
+    """The slot's MLflow run: the one an earlier attempt created (re-attached), else a new child run,
+    recorded at once so a later attempt finds it."""
+    record = records.get(slot)
+    if record.get("mlflow_run_id"):
+        return RunLogger.reattach(target, record["mlflow_run_id"])
+    logger = RunLogger.child(target, f"{cfg.prune.method} s={cfg.prune.sparsity:g} seed={cfg.seed} ({slot})", {
+        "phase": phase, "slot": slot, "method": cfg.prune.method, "sparsity": f"{cfg.prune.sparsity:.6g}",
+        "density": f"{cfg.prune.density:.6g}", "seed": str(cfg.seed)})
+    records.update(slot, mlflow_run_id=logger.run_id, phase=phase, overrides=overrides)
+    return logger
+
+
+def _epoch_reporter(logger: RunLogger, report: dict[str, Any]) -> tuple[dict[str, float], Callable]:
+    """(the scheduler's progress, the stages' per-epoch callback). Every report carries the scheduler's
+    time axis and metric (Tune checks each result for them); they move only with epochs of the stages
+    a scheduler should compare, and 0 is below every rung."""
+    from ray import tune
+
+    progress: dict[str, float] = {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0}
+
+    def on_epoch(stage, rec: dict) -> None:  # intermediate results, for schedulers and the live view
+        values = {k: v for k, v in rec.items() if isinstance(v, (int, float))}
+        if stage.final_training:  # the run's own training curve
+            logger.metrics({k: v for k, v in values.items() if k not in ("epoch", "step")}, step=rec["epoch"])
+        if (stage.final_training or stage.reports_progress) and "val_accuracy" in values:  # the scheduler's axis
+            progress.update({PROGRESS_STEP: progress[PROGRESS_STEP] + 1, PROGRESS_METRIC: values["val_accuracy"]})
+        tune.report(values | {"stage": stage.name} | report | progress)  # who it is, even if it never reports a row
+
+    return progress, on_epoch
 
 
 def unvalidated_identity(raw: dict, overrides: dict) -> dict[str, Any]:
