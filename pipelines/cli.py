@@ -64,6 +64,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
         cfg = validate(raw, context=f" in {out_dir / 'config.yaml'}")
         if state.live_driver():
             raise ConfigError(f"{out_dir} is being run right now by {state.live_driver()}; wait for it, or stop it first")
+        if not (args.set or args.retry_failed or args.retry):
+            from .runner import finished_outcome
+
+            done = finished_outcome(cfg, out_dir)
+            if done is not None:
+                print(f"{out_dir}: the sweep {state.name!r} finished; nothing is left to run")
+                return _print_outcome(done, out_dir)
         from .preflight import preflight
 
         preflight(cfg, raw, out_dir)  # the data may have moved since the sweep started
@@ -93,9 +100,7 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
     from .config import ConfigError
     from .live import SweepView
     from .outages import SweepInterrupted, SweepOutage, TrackingLost, outage
-    from .results import error_lines
     from .runner import run_sweep
-    from .summary import render_summary, summarize
 
     config_text = yaml.safe_dump(raw, sort_keys=False)
     try:
@@ -119,6 +124,13 @@ def _sweep(cfg, raw: dict, out_dir: Path, resume: bool, verbosity: str = "normal
         where = _keep_traceback(exc, out_dir)
         return _fail(f"{reason}; the sweep stopped (finished trials and stages are kept){where}. Once that is "
                      f"fixed:  prunetune resume {out_dir}", code=EXIT_FAILED)
+    return _print_outcome(outcome, out_dir)
+
+
+def _print_outcome(outcome, out_dir: Path) -> int:
+    from .results import error_lines
+    from .summary import render_summary, summarize
+
     print()
     print("mean ± std over seeds per point (every trial: results.parquet and the report):")
     print("\n".join([render_summary(summarize(outcome.rows)), *error_lines(outcome.rows)]))

@@ -68,6 +68,7 @@ class SweepOutcome:
     results_path: Path | None = None
     summary_path: Path | None = None
     report_path: Path | None = None
+    report: Any = None  # the report being drawn (a Future of its path) while Ray shuts down
     tracking_uri: str = ""
     parent_run_id: str = ""
 
@@ -93,6 +94,28 @@ def _nothing_to_run(cfg: ExperimentConfig, out_dir: Path) -> bool:
         return False
     searched = sum(slot.startswith("optuna-") and "row" in r for slot, r in records.items())
     return cfg.sweep.optuna is None or searched >= cfg.sweep.optuna.num_samples
+
+
+def finished_outcome(cfg: ExperimentConfig, out_dir: Path) -> SweepOutcome | None:
+    """A finished sweep asked to run again, with nothing left to run: its outcome read from its own
+    files, without Ray, MLflow or the report (a resume that answers in a second). None where anything
+    would change: a slot without a row, a copy or move whose records must be re-pointed, a table or
+    report that is missing or cannot be read (the full path rewrites them)."""
+    from .results import read_rows
+
+    state = SweepState.load(out_dir)
+    if state is None or state.status != "finished" or state.moved_from(out_dir) is not None:
+        return None
+    paths = [out_dir / "results.parquet", out_dir / SUMMARY_FILE, out_dir / "report.html"]
+    if not all(p.is_file() for p in paths) or not _nothing_to_run(cfg, out_dir):
+        return None
+    try:
+        rows = read_rows(paths[0])
+        read_rows(paths[1])
+    except ValueError:
+        return None
+    return SweepOutcome(rows=rows, results_path=paths[0], summary_path=paths[1], report_path=paths[2],
+                        tracking_uri=state.tracking_uri, parent_run_id=state.parent_run_id)
 
 
 def _shortfall(cfg: ExperimentConfig, have: dict[str, float]) -> str | None:
@@ -261,6 +284,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     if ray.is_initialized() and store.local_root() is None:
         coordinator_for(store.store_id())  # created here, on the driver's node, before any trial asks
     try:
+        _in_background(_warm_report_imports)
         _run_phases(cfg, raw, out_dir, target, store, state, view, driver_records)
         _finish_outputs(cfg, out_dir, outcome, parent, echo)
         status = "FINISHED" if outcome.ok else "FAILED"
@@ -280,11 +304,13 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     finally:
         watch.stop()
         stop_driver_records(driver_records)
-        _end_runs(target, state, status, watch)
-        state.save(out_dir)
         signal.signal(signal.SIGTERM, previous_sigterm)
         if started_ray:
-            ray.shutdown()
+            ray.shutdown()  # while the report draws
+        if outcome.report is not None:
+            outcome.report_path = outcome.report.result()
+        _end_runs(target, state, status, watch)
+        state.save(out_dir)
     return outcome
 
 
@@ -379,7 +405,7 @@ def _finish_outputs(cfg: ExperimentConfig, out_dir: Path, outcome: SweepOutcome,
     parent.artifact(outcome.summary_path)
     if cfg.tracking.results_uri:
         echo(f"results copied to {copy_to_uri(outcome.results_path, cfg.tracking.results_uri)}")
-    outcome.report_path = _report(cfg, out_dir, outcome.rows, parent, echo)
+    outcome.report = _in_background(_report, cfg, out_dir, outcome.rows, parent, echo)
     parent.metrics({"trials": len(outcome.rows), "trials_ok": sum(r["status"] == "ok" for r in outcome.rows)})
 
 
@@ -390,6 +416,24 @@ def _write_tables(outcome: SweepOutcome, out_dir: Path, empty_too: bool = True) 
     if outcome.rows or empty_too:
         outcome.results_path = write_results(outcome.rows, out_dir / "results.parquet")
         outcome.summary_path = write_summary(summarize(outcome.rows), out_dir / SUMMARY_FILE)
+
+
+def _in_background(fn: Callable, *args: Any):
+    """``fn(*args)`` on a thread of its own; the Future's ``result()`` waits for it (and re-raises)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prunetune")
+    future = pool.submit(fn, *args)
+    pool.shutdown(wait=False)  # the thread ends with ``fn``
+    return future
+
+
+def _warm_report_imports() -> None:
+    """Import what the report draws with while the trials run (a second of the driver's idle time there,
+    instead of after the last trial)."""
+    from .report import _plt
+
+    _plt()
 
 
 def _end_runs(target: TrackingTarget, state: SweepState, status: str, watch: TrackingWatch) -> None:

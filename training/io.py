@@ -9,8 +9,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 
 class CorruptArtifactError(ValueError):
     """A saved mask or checkpoint that cannot be read back as what it claims to be."""
@@ -21,6 +19,8 @@ def load_artifact(
 ) -> object:
     """``torch.load(weights_only=True)`` on CPU; an unreadable file raises ``error`` naming ``what``,
     the path and the useful line of torch's message (its weights_only errors carry a page of advice)."""
+    import torch  # here, not at the top: the sweep's records and atomic writes must not cost a torch import
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, not a torch file: several types
@@ -34,6 +34,8 @@ def load_artifact(
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
     """Write via a temporary file and rename, so a killed run never leaves a truncated artifact."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -1,5 +1,7 @@
 """The quickstart's console output, its report in headless Chromium, and `prunetune report`."""
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -54,4 +56,10 @@ def test_quickstart_fits_one_screen_and_its_report_renders_offline(tmp_path, cap
     assert main(["resume", str(out), "--quiet"]) == 0
     quiet = capsys.readouterr().out
     assert "grid phase" not in quiet and "[grid" not in quiet and "report:" in quiet
+    # ... and it answers from the sweep's own files: no Ray, no MLflow, not even torch is imported.
+    code = ("import sys; from pipelines.cli import main; rc = main(['resume', sys.argv[1]]); "
+            "print(sorted(m for m in ('ray.tune', 'mlflow', 'torch', 'matplotlib') if m in sys.modules)); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("[]"), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "nothing is left to run" in proc.stdout and "report:" in proc.stdout
     assert main(["report", str(out)]) == 0 and "accuracy_vs_density.png" in capsys.readouterr().out
