@@ -143,6 +143,9 @@ class PruneConfig(BaseModel):
         description="DSA augmentation while training on the small set (as Distilled Pruning does): "
         "'default' for the input kind's strategy, a strategy string, or 'none'",
     )
+    small_augment_draw: Literal["sample", "batch"] = Field(
+        "sample", description="small-set augmentation parameters drawn per sample (DSA's training mode, the "
+        "authors') or once per batch (every sample of a step transformed alike)")
 
     @model_validator(mode="before")
     @classmethod

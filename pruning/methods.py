@@ -65,7 +65,8 @@ def _pretrain(t: TrialSettings, until: str, train: TrainConfig | None = None, re
               small_set: Stage | None = None) -> Pretrain:
     return Pretrain(data=t.data, model=t.model, train=train or t.train, seed=t.seed,
                     rewind_step=t.prune.rewind_step if rewind_step is None else rewind_step, until=until,
-                    small_set=small_set, augment=t.prune.small_augment if small_set is not None else "none")
+                    small_set=small_set, augment=t.prune.small_augment if small_set is not None else "none",
+                    augment_draw=t.prune.small_augment_draw)
 
 
 def scorer_fields(name: str) -> tuple[str, ...]:

@@ -84,12 +84,13 @@ def _check_examples_per_class(data, wanted: int) -> None:
                          "lower it or add data")
 
 
-def small_set_augment(strategy: str, input_shape: tuple[int, ...]) -> Augment | None:
-    """DSA augmentation while training on a small set: 'default' for the input kind, 'none', or ops."""
+def small_set_augment(strategy: str, input_shape: tuple[int, ...], draw: str = "sample") -> Augment | None:
+    """DSA augmentation while training on a small set: 'default' for the input kind, 'none', or ops.
+    ``draw='sample'`` is DSA's training mode (parameters per sample), what the authors trained with."""
     if strategy == "none":
         return None
     kind = "image" if len(input_shape) == 3 else "signal"
-    return Augment(None if strategy == "default" else strategy, kind=kind)
+    return Augment(None if strategy == "default" else strategy, kind=kind, draw=draw)
 
 
 # ----------------------------------------------------------------------------------------- pretrain
@@ -107,7 +108,7 @@ class Pretrain(Stage):
 
     name: ClassVar[str] = "pretrain"
     reads: ClassVar[tuple[str, ...]] = ("data", "model", "train", *prune_reads(("rewind_step", "small_train",
-                                                                              "small_augment")))
+                                                                              "small_augment", "small_augment_draw")))
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
@@ -116,6 +117,7 @@ class Pretrain(Stage):
     until: Literal["rewind", "end"] = "rewind"
     small_set: Stage | None = None
     augment: str = "none"
+    augment_draw: Literal["sample", "batch"] = "sample"
 
     def settings(self) -> dict[str, Any]:
         s: dict[str, Any] = {"data": canonical(self.data), "model": canonical(self.model), "seed": self.seed,
@@ -124,6 +126,8 @@ class Pretrain(Stage):
             s["train"] = canonical(self.train)
         if self.small_set is not None:
             s["augment"] = self.augment
+            if self.augment != "none":
+                s["augment_draw"] = self.augment_draw
         return s
 
     def inputs(self) -> dict[str, Stage]:
@@ -136,7 +140,7 @@ class Pretrain(Stage):
             return Trainer(self.train, real, seed=self.seed, log=env.log)
         small = load_set(inputs["small_set"])
         return Trainer(self.train, small.as_bundle(real), seed=self.seed, log=env.log,
-                       augment=small_set_augment(self.augment, real.input_shape))
+                       augment=small_set_augment(self.augment, real.input_shape, self.augment_draw))
 
     def _check_rewind(self, examples: int) -> None:
         per_epoch = steps_per_epoch(examples, self.train.batch_size)
