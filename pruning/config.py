@@ -90,7 +90,16 @@ class PruneConfig(BaseModel):
     scope: Literal["global", "layerwise"] = Field("global",
         description="rank weights across all layers (global) or within each layer (layerwise)")
     ignore: list[str] = Field(default_factory=list, description="prunable weight names kept dense")
-    rewind_step: int = Field(0, ge=0, description="iteration k whose weights survivors reset to; 0 = init")
+    rewind_step: int = Field(0, ge=0, description="iteration k whose weights survivors reset to; 0 = init "
+                             "(epoch e: e x ceil(training examples / batch size))")
+    rewind: Literal["weights", "state"] | None = Field(
+        None, description="IMP and distilled IMP: what a rewind resets to theta_k: only the Conv/Linear weights, "
+        "biases and norm parameters keeping their trained values (weights: Distilled Pruning's code), or the whole "
+        "state (state: OpenLTH). Default: weights for the small-set methods (distilled_imp, imp_subset), state "
+        "otherwise")
+    rewind_optimizer: Literal["fresh", "resume"] = Field(
+        "fresh", description="IMP at k > 0: the retrain starts at iteration k (LR schedule and data order) with a "
+        "fresh optimizer, zero momentum (fresh: OpenLTH), or with the optimizer state saved at k (resume)")
     prune_fraction: float = Field(0.2, gt=0.0, lt=1.0,
         description="IMP: share of remaining weights pruned per level")
     rounds: int | None = Field(None, ge=1, description="pruning-at-init rounds; default per method")
@@ -234,6 +243,13 @@ class PruneConfig(BaseModel):
     @property
     def density(self) -> float:
         return 1.0 - self.sparsity
+
+    @property
+    def rewind_mode(self) -> str:
+        """``rewind`` resolved: the small-set methods follow their authors (weights), IMP OpenLTH (state)."""
+        if self.rewind is not None:
+            return self.rewind
+        return "weights" if get_method(self.method).small_set else "state"
 
 
 class ExportConfig(BaseModel):

@@ -25,7 +25,8 @@ from training.trainer import TrainConfig, Trainer, TrainState, resolve_device, s
 
 from .ablations import invert_scores, reinitialize, shuffle_mask
 from .config import PruneConfig
-from .mask import Mask
+from .imp import rewind_state
+from .mask import PRUNABLE_TYPES, Mask
 from .at_init import ABLATION_SEED_OFFSET  # shuffle and reinit draw from seed + this
 from .registry import get_method
 from .select import select_topk
@@ -59,6 +60,13 @@ def method_version(name: str) -> dict[str, int]:
     keys made before versions existed stay valid)."""
     version = get_method(name).version
     return {"method_version": version} if version > 1 else {}
+
+
+def weight_names(model) -> list[str]:
+    """What a weights-only rewind resets: every Conv/Linear weight (pruned or in ``ignore``), as the
+    authors' code copies theta_0 into every pruned module's weight."""
+    return [f"{n}.weight" if n else "weight" for n, m in model.named_modules()
+            if isinstance(m, PRUNABLE_TYPES) and m.weight is not None]
 
 
 def save_mask(mask: Mask, out: Path) -> None:
@@ -197,7 +205,8 @@ def level_record(level: int, density: float, result) -> dict[str, Any]:
 @dataclass(eq=False)
 class ImpLevel(Stage):
     """IMP level L >= 1: prune (1-f)^L of the weights by |theta| of level L-1's trained net, reset the
-    survivors to theta_k (optimizer and schedule resume at k) and train. Every target sparsity of a
+    survivors to theta_k (``prune.rewind``: the whole state or the weights only) and train from iteration
+    k (schedule at k; optimizer fresh or restored, ``prune.rewind_optimizer``). Every target sparsity of a
     sweep shares these levels; only the final mask depends on the target (``ImpMask``)."""
 
     name: ClassVar[str] = "imp_level"
@@ -207,10 +216,17 @@ class ImpLevel(Stage):
     prune: PruneConfig
 
     FIELDS: ClassVar[tuple[str, ...]] = ("prune_fraction", "scope", "ignore")
-    reads: ClassVar[tuple[str, ...]] = prune_reads(FIELDS)
+    reads: ClassVar[tuple[str, ...]] = prune_reads((*FIELDS, "rewind", "rewind_optimizer"))
 
     def settings(self) -> dict[str, Any]:
-        return {"level": self.level, **prune_settings(self.prune, self.FIELDS)}
+        s = {"level": self.level, **prune_settings(self.prune, self.FIELDS)}
+        # Resolved, and only where they change the result, so levels made with the whole-state rewind at
+        # k = 0 (the only behaviour before these options) keep their keys.
+        if self.prune.rewind_mode != "state":
+            s["rewind"] = self.prune.rewind_mode
+        if self.pretrain.rewind_step > 0:
+            s["rewind_optimizer"] = self.prune.rewind_optimizer
+        return s
 
     def inputs(self) -> dict[str, Stage]:
         # The pretrain's own inputs too: a level trains with the pretrain's trainer (small set included).
@@ -229,8 +245,10 @@ class ImpLevel(Stage):
         density = (1 - p.prune_fraction) ** self.level
         mask = select_topk({n: trained[n].abs() for n in current}, density, scope=p.scope, current=current)
         rewind = TrainState.from_dict(load_state(pre, "rewind.pt"))
+        start = TrainState(rewind.step, rewind_state(rewind.model, trained, weight_names(model), p.rewind_mode),
+                           rewind.optimizer if p.rewind_optimizer == "resume" else {})
         trainer = self.pretrain.trainer(env, inputs)
-        result = trainer.fit(model, mask=mask, start=rewind, on_epoch=env.epoch_hook(self))
+        result = trainer.fit(model, mask=mask, start=start, on_epoch=env.epoch_hook(self))
         save_mask(mask, out)
         save_state(result.final_state.model, out, "model.pt")
         write_json(level_record(self.level, mask.density, result), out, "record.json")
@@ -475,8 +493,11 @@ class Retrain(Stage):
 
     ``start_mode``: 'resume' continues at step k with the optimizer state there (lottery-ticket
     rewinding); 'weights' keeps step k but a fresh optimizer (the start came from a shorter run);
-    'restart' starts at step 0 (the start came from training on a small set). ``reinit`` (the
-    sanity-check ablation) trains the mask from freshly drawn weights instead.
+    'restart' starts at step 0 (the start came from training on a small set). ``keep_trained`` (a
+    stage with ``model.pt``: the level the mask came from) makes the rewind weights-only: the Conv/Linear
+    weights come from the start, biases and norm parameters stay as that stage trained them
+    (``prune.rewind: weights``). ``reinit`` (the sanity-check ablation) trains the mask from freshly drawn
+    weights instead.
     """
 
     name: ClassVar[str] = "retrain"
@@ -489,17 +510,21 @@ class Retrain(Stage):
     seed: int
     start_mode: Literal["resume", "weights", "restart"] = "resume"
     reinit: bool = False
+    keep_trained: Stage | None = None
 
     def settings(self) -> dict[str, Any]:
         s = {"data": canonical(self.data), "model": canonical(self.model), "train": canonical(self.train),
              "seed": self.seed, "start_mode": self.start_mode}
+        if self.keep_trained is not None and not self.reinit:
+            s["rewind"] = "weights"
         return {**s, "reinit": True} if self.reinit else s
 
     def inputs(self) -> dict[str, Stage]:
-        return {"mask": self.mask, "start": self.start}
+        keep = {"keep_trained": self.keep_trained} if self.keep_trained is not None and not self.reinit else {}
+        return {"mask": self.mask, "start": self.start, **keep}
 
     def planned_passes(self, env: StageEnv) -> int:
-        resumed = self.start.rewind_step * self.train.batch_size if self.start_mode == "resume" else 0
+        resumed = self.start.rewind_step * self.train.batch_size if self.start_mode != "restart" else 0
         return max(0, self.train.epochs * len(env.data(self.data).train) - resumed)
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
@@ -511,6 +536,10 @@ class Retrain(Stage):
             start = TrainState(start.step, start.model, {})
         elif self.start_mode == "restart":
             start = TrainState(0, start.model, {})
+        if "keep_trained" in inputs:
+            trained = load_state(inputs["keep_trained"], "model.pt")
+            start = TrainState(start.step, rewind_state(start.model, trained, weight_names(model), "weights"),
+                               start.optimizer)
         if self.reinit:
             from training.models import create_model
 
