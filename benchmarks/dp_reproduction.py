@@ -51,7 +51,7 @@ from benchmarks.common import RESULTS, write  # noqa: E402
 WORK = Path(os.environ.get("DP_REPRO_DIR", "/tmp/dp_reproduction"))
 NUM_SAMPLES = 63_000  # mnist1d's 80/20 split: 50,400 training examples
 REAL_EPOCHS = 5
-REAL_BATCH = 128
+REAL_BATCH = 256
 LEVELS = 12
 SEEDS = (0, 1, 2)
 ABLATION_SEEDS = (0, 1)
