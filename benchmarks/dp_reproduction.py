@@ -14,7 +14,8 @@ levels, rewinds and retraining a sweep runs):
   with the IMP arms' recipe.
 * ``subset``: ``imp_subset``, the same on a random real subset of 50 per class.
 * ablations (seeds 0, 1; densities >= 0.2 only): the level budget (``dp_dm_e100`` / ``dp_dm_e300``: 100 /
-  300 epochs per level instead of 1000) and the set size (``dp_dm_ipc10``: a DM set of 10 per class, 0.2%);
+  300 epochs per level instead of 1000) and the set size (``dp_dm_ipc10``: a DM set of 10 per class, 0.2%;
+  ``subset_ipc250_e200``: a random 250 per class, 5%, at 200 epochs per level: the same passes per level);
   the set method is the main arms' comparison (DM, MTT, random).
 
 Cost of the ticket at density 0.8^k, in sample passes (forward + backward of one example) and wall-clock:
@@ -63,7 +64,7 @@ MTT = {"method": "mtt", "ipc": IPC, "iterations": 500, "lr_images": 10.0, "devic
        "options": {"num_experts": 6, "expert_epochs": 12, "max_start_epoch": 10, "expert_epochs_match": 2,
                    "syn_steps": 20, "batch_syn": 100, "lr_teacher": 0.01}}
 SET_SHARED_BY = len(SEEDS)  # runs that share one distilled set (one per seed)
-ABLATIONS = ("dp_dm_e100", "dp_dm_e300", "dp_dm_ipc10")  # seeds ABLATION_SEEDS, densities >= 0.2 only
+ABLATIONS = ("dp_dm_e100", "dp_dm_e300", "dp_dm_ipc10", "subset_ipc250_e200")  # seeds ABLATION_SEEDS, densities >= 0.2 only
 SET_OF = {"dp_dm": "dm", "dp_mtt": "mtt", "dp_dm_e100": "dm", "dp_dm_e300": "dm", "dp_dm_ipc10": "dm10"}
 if os.environ.get("DP_REPRO_SMOKE"):  # --smoke: the whole pipeline at toy size, to check it runs (no results kept)
     WORK = WORK.with_name(WORK.name + "_smoke")
@@ -96,6 +97,9 @@ def _settings(arm: str, seed: int):
              "dp_dm_e300": dict(method="distilled_imp", distill=DM,
                                 small_train={**PruneConfig().small_train.model_dump(), "epochs": 300, "milestones": [150]}),
              "dp_dm_ipc10": dict(method="distilled_imp", distill=DM10),
+             "subset_ipc250_e200": dict(method="imp_subset", distill={"method": "random", "ipc": 5 * IPC},
+                                        small_train={**PruneConfig().small_train.model_dump(), "epochs": 200,
+                                                     "milestones": [100]}),
              }[arm]
     return TrialSettings(seed=seed, data=data, model=model, train=train, prune=PruneConfig(sparsity=sparsity, **prune))
 
@@ -210,7 +214,8 @@ def jobs() -> list[tuple]:
         out += [("chain", "imp_k1", seed), ("chain", "dp_dm", seed), ("chain", "imp_k0", seed),
                 ("chain", "subset", seed), ("chain", "dp_mtt", seed)]
     out += [("chain", "dp_dm_e100", s) for s in ABLATION_SEEDS]
-    out += [("distill", "dm10")] + [("chain", a, s) for a in ("dp_dm_e300", "dp_dm_ipc10") for s in ABLATION_SEEDS]
+    out += [("distill", "dm10")] + [("chain", a, s) for a in ("dp_dm_e300", "dp_dm_ipc10", "subset_ipc250_e200")
+                                    for s in ABLATION_SEEDS]
     return out
 
 
@@ -298,8 +303,10 @@ def claims(result: dict) -> tuple[list[str], dict]:
                      "densities: " + ", ".join(f"{t['dp_dm'][k]['density']:.3f}: {t['dp_dm'][k]['acc_mean']:.1f} vs "
                                                 f"{t['imp_k0'][k]['acc_mean']:.1f}" for k in deep))
     for arm, what in (("dp_dm_e100", "level budget 100 epochs"), ("dp_dm_e300", "level budget 300 epochs"),
-                      ("dp_dm_ipc10", "set size 10 per class (0.2%)")):
-        if arm not in t or "dp_dm" not in t:
+                      ("dp_dm_ipc10", "set size 10 per class (0.2%)"),
+                      ("subset_ipc250_e200", "set size: a random 250 per class (5%) at 200 epochs, the same passes "
+                       "per level")):
+        if arm not in t or "dp_dm" not in t:  # (subset_ipc250_e200 is compared with dp_dm and subset alike)
             continue
         parts = []
         for k in sorted(t[arm]):
