@@ -352,6 +352,9 @@ def plot(result: dict, path: Path) -> None:
         ax2.plot(d, [by_k[k]["passes"] / 1e6 for k in ks], marker="o", ms=3, label=arm)
     for ax in (ax1, ax2):
         ax.set_xscale("log")
+        ax.minorticks_off()
+        ticks = [0.8 ** k for k in (1, 3, 5, 7, 9, 12)]
+        ax.set_xticks(ticks, [f"{d:.2f}" for d in ticks])
         ax.invert_xaxis()
         ax.set_xlabel("density (log)")
         ax.grid(alpha=0.3, which="both")
