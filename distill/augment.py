@@ -2,8 +2,8 @@
 
 Every op is a differentiable function of the input tensor (affine_grid/grid_sample, masks, arithmetic),
 so gradients reach synthetic pixels through it. Random parameters come from a local ``torch.Generator``
-seeded by the ``seed`` argument, never from the global RNG, and **one parameter draw is shared by the
-whole batch** (DSA's Siamese mode). Calling the same ``Augment`` with the same seed on a real batch and on
+seeded by the ``seed`` argument, never from the global RNG, and by default **one parameter draw is shared
+by the whole batch** (DSA's Siamese mode). Calling the same ``Augment`` with the same seed on a real batch and on
 a synthetic batch of a class therefore applies exactly the same transform to both, whatever their sizes.
 
 Image strategy (DSA's ``ParamDiffAug`` defaults), ops joined by ``_``:
@@ -27,6 +27,13 @@ Signal strategy for (C, L) inputs, default ``shift_stretch_scale_noise``:
 
 ``mode="single"`` (DSA's default ``aug_mode='S'``) applies one op group drawn per call; ``mode="all"``
 applies every op in order.
+
+``draw="sample"`` is DSA's *training* mode (``ParamDiffAug.batchmode = False`` with seed -1): the op is
+still chosen once per call, but every sample gets its own parameters (its own shift, crop, angle, noise
+pattern...). Training a network on a few hundred samples for a thousand epochs relies on that variety;
+a batch-shared draw shows the net only one view of the whole set per step. DM/DC matching keeps
+``draw="batch"``: there the real and synthetic batches must see the same transform, which is the point.
+MTT's reference augments per sample inside its unrolled student steps, and so does ``distill.mtt``.
 """
 from __future__ import annotations
 
@@ -38,7 +45,9 @@ import torch.nn.functional as F
 
 from .config import AUGMENT_OPS
 
-__all__ = ["Augment", "IMAGE_STRATEGY", "SIGNAL_STRATEGY", "default_augment"]
+__all__ = ["Augment", "DRAWS", "IMAGE_STRATEGY", "SIGNAL_STRATEGY", "default_augment"]
+
+DRAWS = ("batch", "sample")
 
 IMAGE_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 SIGNAL_STRATEGY = "shift_stretch_scale_noise"
@@ -58,79 +67,95 @@ _STRETCH = 1.2
 _AMPLITUDE = 0.2
 _NOISE_STD = 0.1
 
-Op = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Op = Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]
 
 
-def _u(gen: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
-    """One uniform draw from the local generator."""
-    return low + (high - low) * float(torch.rand((), generator=gen))
+def _u(gen: torch.Generator, n: int, x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """n uniform draws from the local generator, on x's device and dtype (n = 1: one for the batch)."""
+    return (low + (high - low) * torch.rand(n, generator=gen, dtype=torch.float64)).to(x.device, x.dtype)
 
 
-def _randint(gen: torch.Generator, low: int, high: int) -> int:
-    """Uniform integer in [low, high] inclusive."""
-    return int(torch.randint(low, high + 1, (), generator=gen))
+def _randint(gen: torch.Generator, n: int, low: int, high: int) -> torch.Tensor:
+    """n uniform integers in [low, high] inclusive (on the CPU: they index)."""
+    return torch.randint(low, high + 1, (n,), generator=gen)
+
+
+def _per(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Draws shaped to broadcast over x's non-batch dimensions."""
+    return v.view(-1, *([1] * (x.dim() - 1)))
 
 
 # --------------------------------------------------------------------------------------------- images
-def _affine(x: torch.Tensor, theta: Sequence[Sequence[float]]) -> torch.Tensor:
-    mat = torch.tensor(theta, dtype=x.dtype, device=x.device).unsqueeze(0).expand(x.shape[0], 2, 3)
+def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """theta: (n, 2, 3) with n = 1 (shared) or the batch size."""
+    mat = theta.to(x.device, x.dtype).expand(x.shape[0], 2, 3)
     grid = F.affine_grid(mat, list(x.shape), align_corners=True)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-def _brightness(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    return x + (_u(gen) - 0.5) * _BRIGHTNESS
+def _brightness(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
+    return x + _per(_u(gen, n, x) - 0.5, x) * _BRIGHTNESS
 
 
-def _saturation(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _saturation(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
     mean = x.mean(dim=1, keepdim=True)
-    return (x - mean) * (_u(gen) * _SATURATION) + mean
+    return (x - mean) * _per(_u(gen, n, x) * _SATURATION, x) + mean
 
 
-def _contrast(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _contrast(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_u(gen) + _CONTRAST) + mean
+    return (x - mean) * _per(_u(gen, n, x) + _CONTRAST, x) + mean
 
 
-def _color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    return _contrast(_saturation(_brightness(x, gen), gen), gen)
+def _color(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
+    return _contrast(_saturation(_brightness(x, gen, n), gen, n), gen, n)
 
 
-def _crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _crop(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
     """Integer translation with zero fill, as DSA's pad-and-crop: pad, then slice (differentiable)."""
     h, w = x.shape[-2:]
     max_h, max_w = int(h * _CROP + 0.5), int(w * _CROP + 0.5)
-    dy, dx = _randint(gen, -max_h, max_h), _randint(gen, -max_w, max_w)
+    dy, dx = _randint(gen, n, -max_h, max_h), _randint(gen, n, -max_w, max_w)
     padded = F.pad(x, (max_w, max_w, max_h, max_h))
     top, left = max_h + dy, max_w + dx
-    return padded[..., top: top + h, left: left + w]
+    if n == 1:
+        t, l = int(top), int(left)
+        return padded[..., t: t + h, l: l + w]
+    rows = (top[:, None] + torch.arange(h))[:, :, None].to(x.device)  # (N, h, 1)
+    cols = (left[:, None] + torch.arange(w))[:, None, :].to(x.device)  # (N, 1, w)
+    batch = torch.arange(x.shape[0], device=x.device)[:, None, None]
+    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indices first: (N, h, w, C)
 
 
-def _cutout(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _cutout(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     ch, cw = int(h * _CUTOUT + 0.5), int(w * _CUTOUT + 0.5)
-    cy, cx = _randint(gen, 0, h - 1), _randint(gen, 0, w - 1)  # centre of the hole
-    y0, y1 = max(0, cy - ch // 2), min(h, cy - ch // 2 + ch)
-    x0, x1 = max(0, cx - cw // 2), min(w, cx - cw // 2 + cw)
-    mask = torch.ones((h, w), dtype=x.dtype, device=x.device)
-    mask[y0:y1, x0:x1] = 0
-    return x * mask
+    cy, cx = _randint(gen, n, 0, h - 1), _randint(gen, n, 0, w - 1)  # centre of the hole
+    ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    in_y = (ys >= (cy - ch // 2)[:, None]) & (ys < (cy - ch // 2 + ch)[:, None])  # (n, h)
+    in_x = (xs >= (cx - cw // 2)[:, None]) & (xs < (cx - cw // 2 + cw)[:, None])  # (n, w)
+    hole = in_y[:, :, None] & in_x[:, None, :]
+    return x * (~hole).to(x.device, x.dtype)[:, None]
 
 
-def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    return x.flip(-1) if _u(gen) < _FLIP else x
+def _flip(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
+    flip = _u(gen, n, x) < _FLIP
+    if n == 1:
+        return x.flip(-1) if bool(flip) else x
+    return torch.where(_per(flip, x), x.flip(-1), x)
 
 
-def _scale(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _scale(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
     low = 1.0 / _SCALE
-    sx, sy = _u(gen, low, _SCALE), _u(gen, low, _SCALE)
-    return _affine(x, [[sx, 0.0, 0.0], [0.0, sy, 0.0]])
+    sx, sy = _u(gen, n, x, low, _SCALE), _u(gen, n, x, low, _SCALE)
+    zero = torch.zeros_like(sx)
+    return _affine(x, torch.stack([torch.stack([sx, zero, zero], -1), torch.stack([zero, sy, zero], -1)], 1))
 
 
-def _rotate(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    angle = math.radians(_u(gen, -_ROTATE_DEG, _ROTATE_DEG))
-    c, s = math.cos(angle), math.sin(angle)
-    return _affine(x, [[c, -s, 0.0], [s, c, 0.0]])
+def _rotate(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
+    angle = torch.deg2rad(_u(gen, n, x, -_ROTATE_DEG, _ROTATE_DEG))
+    c, s, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
+    return _affine(x, torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1)], 1))
 
 
 IMAGE_OPS: dict[str, Op] = {
@@ -144,28 +169,33 @@ IMAGE_OPS: dict[str, Op] = {
 
 
 # --------------------------------------------------------------------------------------------- signals
-def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _shift(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
     length = x.shape[-1]
     max_shift = max(1, int(length * _SHIFT + 0.5))
-    return torch.roll(x, _randint(gen, -max_shift, max_shift), dims=-1)
+    shift = _randint(gen, n, -max_shift, max_shift)
+    if n == 1:
+        return torch.roll(x, int(shift), dims=-1)
+    idx = (torch.arange(length)[None, :] - shift[:, None]) % length  # roll: out[i] = x[i - s]
+    return x.gather(-1, idx.to(x.device)[:, None, :].expand_as(x))
 
 
-def _stretch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _stretch(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
     # Sampling position u -> u / factor: factor > 1 stretches the signal out about the centre.
-    factor = math.exp(_u(gen, -math.log(_STRETCH), math.log(_STRETCH)))
-    n, c, length = x.shape
-    pos = torch.linspace(-1.0, 1.0, length, dtype=x.dtype, device=x.device) / factor
-    grid = torch.stack([pos, torch.zeros_like(pos)], dim=-1).view(1, 1, length, 2).expand(n, 1, length, 2)
+    factor = torch.exp(_u(gen, n, x, -math.log(_STRETCH), math.log(_STRETCH)))
+    batch, c, length = x.shape
+    pos = torch.linspace(-1.0, 1.0, length, dtype=x.dtype, device=x.device)[None, :] / factor[:, None]
+    grid = torch.stack([pos, torch.zeros_like(pos)], dim=-1).view(n, 1, length, 2).expand(batch, 1, length, 2)
     out = F.grid_sample(x.unsqueeze(2), grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.squeeze(2)
 
 
-def _amplitude(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    return x * _u(gen, 1.0 - _AMPLITUDE, 1.0 + _AMPLITUDE)
+def _amplitude(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
+    return x * _per(_u(gen, n, x, 1.0 - _AMPLITUDE, 1.0 + _AMPLITUDE), x)
 
 
-def _noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    pattern = torch.randn(tuple(x.shape[1:]), generator=gen).to(device=x.device, dtype=x.dtype)
+def _noise(x: torch.Tensor, gen: torch.Generator, n: int) -> torch.Tensor:
+    shape = tuple(x.shape[1:]) if n == 1 else tuple(x.shape)  # one pattern for all, or one per sample
+    pattern = torch.randn(shape, generator=gen).to(device=x.device, dtype=x.dtype)
     return x + _NOISE_STD * pattern
 
 
@@ -194,11 +224,14 @@ class Augment:
         strategy: str | None = None,
         kind: Literal["image", "signal"] = "image",
         mode: Literal["single", "all"] = "single",
+        draw: Literal["batch", "sample"] = "batch",
     ) -> None:
         if kind not in ("image", "signal"):
             raise ValueError(f"kind must be 'image' or 'signal', got {kind!r}")
         if mode not in ("single", "all"):
             raise ValueError(f"mode must be 'single' or 'all', got {mode!r}")
+        if draw not in DRAWS:
+            raise ValueError(f"draw must be one of {DRAWS}, got {draw!r}")
         table = IMAGE_OPS if kind == "image" else SIGNAL_OPS
         if strategy is None:
             strategy = IMAGE_STRATEGY if kind == "image" else SIGNAL_STRATEGY
@@ -212,10 +245,11 @@ class Augment:
         self.strategy = strategy
         self.kind = kind
         self.mode = mode
+        self.draw = draw
         self.ops: list[tuple[str, Op]] = [(n, table[n]) for n in names]
 
     def __repr__(self) -> str:
-        return f"Augment(strategy={self.strategy!r}, kind={self.kind!r}, mode={self.mode!r})"
+        return f"Augment(strategy={self.strategy!r}, kind={self.kind!r}, mode={self.mode!r}, draw={self.draw!r})"
 
     def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         want = 4 if self.kind == "image" else 3
@@ -224,11 +258,12 @@ class Augment:
         if not self.ops or x.shape[0] == 0:
             return x
         gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+        n = 1 if self.draw == "batch" else x.shape[0]
         if self.mode == "single":
-            _, op = self.ops[_randint(gen, 0, len(self.ops) - 1)]
-            return op(x, gen)
+            _, op = self.ops[int(_randint(gen, 1, 0, len(self.ops) - 1))]
+            return op(x, gen, n)
         for _, op in self.ops:
-            x = op(x, gen)
+            x = op(x, gen, n)
         return x
 
 

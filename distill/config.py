@@ -65,7 +65,7 @@ class DistillConfig(BaseModel):
     augment: str = Field("default",
         description="DSA strategy while matching: 'default' for the input kind, 'none', or ops joined by '_'")
     augment_mode: Literal["single", "all"] = Field("single",
-        description="one augmentation draw per batch (single) or one per example (all)")
+        description="apply one op group drawn per call (single, DSA's 'S') or every op in order (all)")
     seed: int = Field(0, ge=0, description="seed of the distillation (init, sampling, augmentation)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto",
         description="where distillation runs (auto: a CUDA device when visible)")

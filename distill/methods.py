@@ -233,13 +233,15 @@ def sample_network(model_cfg: ModelConfig, real: DataBundle, seed: int, device: 
     return net.to(device) if device is not None else net
 
 
-def make_augment(cfg: DistillConfig, input_shape: tuple[int, ...]) -> Augment:
+def make_augment(cfg: DistillConfig, input_shape: tuple[int, ...], draw: str = "batch") -> Augment:
+    """``draw='batch'`` for matching (siamese: real and synthetic alike); ``'sample'`` where a net trains
+    on the augmented batch (MTT's unrolled student steps, DSA's training mode)."""
     kind = "image" if len(input_shape) == 3 else "signal"
     if cfg.augment == "default":
         strategy = IMAGE_STRATEGY if kind == "image" else SIGNAL_STRATEGY
     else:
         strategy = cfg.augment
-    return Augment(strategy, kind=kind, mode=cfg.augment_mode)  # "none" gives the identity
+    return Augment(strategy, kind=kind, mode=cfg.augment_mode, draw=draw)  # "none" gives the identity
 
 
 # ------------------------------------------------------------------------------------------ data

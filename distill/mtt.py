@@ -17,7 +17,8 @@ flip-and-crop on (off by default: it is meant for 32x32 images, not 8x8 digits o
 **Distillation** (MTT's ``distill.py``), ``cfg.iterations`` times (the paper: 5000):
 
 1. pick an expert k and a start epoch t in [0, ``max_start_epoch``); the student starts at theta*_t;
-2. take ``syn_steps`` SGD steps theta <- theta - alpha * grad CE(theta; augmented synthetic minibatch),
+2. take ``syn_steps`` SGD steps theta <- theta - alpha * grad CE(theta; augmented synthetic minibatch;
+   DSA parameters drawn per sample, as the reference's ``DiffAugment`` with seed -1 does),
    minibatches of ``batch_syn`` drawn without replacement from a reshuffled synthetic set (all of it
    when ``batch_syn`` is None), each step's gradient taken with ``create_graph=True``, through
    ``torch.func.functional_call`` on a flat parameter vector (no module is patched);
@@ -108,6 +109,9 @@ class MTTOptions(BaseModel):
     expert_weight_decay: float = Field(0.0, ge=0, description="weight decay of the experts")
     expert_augment: Literal["none", "flip_crop"] = Field("none",
         description="augmentation while training the experts")
+    syn_augment_draw: Literal["sample", "batch"] = Field("sample",
+        description="DSA parameters in the unrolled student steps: per sample (the reference's training mode) "
+        "or one draw per minibatch")
 
     @model_validator(mode="after")
     def _consistent(self) -> "MTTOptions":
@@ -347,7 +351,7 @@ def distill_mtt(
     template.requires_grad_(False)
     template.train()
     layout = ParamLayout.of(template)
-    augment = make_augment(cfg, tuple(real.input_shape))
+    augment = make_augment(cfg, tuple(real.input_shape), draw=opts.syn_augment_draw)
     n_syn = len(syn)
     batch_syn = min(opts.batch_syn or n_syn, n_syn)
 

@@ -70,7 +70,13 @@ class Distill(Stage):
     cfg: DistillConfig
 
     def settings(self) -> dict[str, Any]:
-        return {"data": canonical(self.data), "distill": canonical(self.cfg)}
+        s = {"data": canonical(self.data), "distill": canonical(self.cfg)}
+        if self.cfg.method == "mtt":  # per-sample draws in the unroll became the default: sets made before differ
+            from .mtt import MTTOptions
+            from .methods import parse_options
+
+            s["syn_augment_draw"] = parse_options(MTTOptions, self.cfg).syn_augment_draw
+        return s
 
     def inputs(self) -> dict[str, Stage]:
         return {"experts": Experts(data=self.data, cfg=self.cfg)} if self.cfg.method == "mtt" else {}

@@ -10,6 +10,8 @@ import json
 import time
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distill.config import DistillConfig
@@ -22,7 +24,8 @@ class QualityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     nets: int = Field(3, ge=1)
     model: ModelConfig | None = None  # default: the network the set was distilled with
-    train: TrainConfig | None = None  # default: SGD 0.01, momentum 0.9, wd 5e-4, 300 epochs, LR x0.1 at half
+    train: TrainConfig | None = None  # default: the protocol's (plain: SGD 0.01, momentum 0.9, wd 5e-4, 300 epochs)
+    protocol: Literal["plain", "papers"] = "plain"  # papers: 1000 epochs, per-sample DSA, MTT's learned lr
 
 
 class DistillRunConfig(BaseModel):
@@ -41,6 +44,9 @@ def add_parser(sub) -> None:
     p.add_argument("config", help="YAML with data:, distill: and optional quality: sections")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--eval", action="store_true", help="train fresh nets on the set and report test accuracy")
+    p.add_argument("--eval-protocol", choices=("plain", "papers"), default=None,
+                   help="plain: 300 epochs, no augmentation; papers: 1000 epochs with per-sample DSA and an MTT "
+                   "set's learned lr, as DSA/DM/MTT report (default: quality.protocol)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.set_defaults(func=cmd_distill)
 
@@ -75,7 +81,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
 
-    from distill.evaluate import evaluate_distilled, protocol_train_config
+    from distill.evaluate import evaluate_distilled, papers_protocol, protocol_train_config
     from distill.stage import Distill, load_set
     from training.io import atomic_write_text
     from training.stage import StageEnv, materialize
@@ -96,8 +102,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
                "samples": len(ds), "recipe": ds.recipe, "cost": ds.cost, "made_now": made, "stage_key": entry.key}
     if args.eval:
         q = cfg.quality
-        print(f"evaluating: {q.nets} fresh nets trained on the set, tested on the real test split")
-        quality = evaluate_distilled(ds, real, q.train or protocol_train_config(), nets=q.nets, model_cfg=q.model)
+        protocol = args.eval_protocol or q.protocol
+        train, augment = papers_protocol(ds) if protocol == "papers" else (protocol_train_config(), None)
+        print(f"evaluating ({protocol} protocol, lr {(q.train or train).lr:g}): {q.nets} fresh nets trained on the "
+              "set, tested on the real test split")
+        quality = evaluate_distilled(ds, real, q.train or train, nets=q.nets, model_cfg=q.model, augment=augment)
+        quality["protocol"] = protocol
         summary["quality"] = quality
         print(f"test accuracy {100 * quality['mean']:.2f} +- {100 * quality['std']:.2f} over {q.nets} nets")
     summary["wall_time_s"] = time.perf_counter() - t0

@@ -58,7 +58,8 @@ def trial_graph(cfg: ExperimentConfig) -> TrialGraph:
         trained: Stage = plan.mask
     else:
         trained = Retrain(mask=plan.mask, start=plan.start, data=cfg.data, model=cfg.model, train=cfg.train,
-                          seed=cfg.seed, start_mode=plan.start_mode, reinit=cfg.prune.ablation == "reinit")
+                          seed=cfg.seed, start_mode=plan.start_mode, reinit=cfg.prune.ablation == "reinit",
+                          keep_trained=plan.keep_trained)
     evaluate = Evaluate(trained=trained, mask=plan.mask, data=cfg.data, model=cfg.model, train=cfg.train, seed=cfg.seed)
     export = (Export(trained=trained, mask=plan.mask, data=cfg.data, model=cfg.model, export=cfg.export,
                      device=cfg.train.device, seed=cfg.seed) if cfg.export.enabled else None)

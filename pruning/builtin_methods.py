@@ -13,8 +13,9 @@ register_method("dense", plan=f"{_PLANS}:plan_dense", ablations=NO_ABLATIONS, de
 register_method("imp", plan=f"{_PLANS}:plan_imp", ablations=IMP_ABLATIONS, description=(
     "iterative magnitude pruning with rewinding (OpenLTH semantics): level 0 trains dense and keeps "
     "θ_k (`rewind_step`); each level prunes `prune_fraction` of the remaining weights by abs(θ) of "
-    "the previous level's trained net, resets survivors to θ_k (optimizer state and LR schedule "
-    "resume at k) and retrains; density 0.8^L, the last level lands exactly on the target. Levels "
+    "the previous level's trained net, resets survivors to θ_k (`rewind`: the whole state by "
+    "default) and retrains from iteration k (LR schedule at k; `rewind_optimizer`: a fresh optimizer as "
+    "OpenLTH by default, or the state saved at k); density 0.8^L, the last level lands exactly on the target. Levels "
     "are stages (`imp_level`), shared by every target and resumed after a kill"))
 register_method("pdp", plan=f"{_PLANS}:plan_pdp", ablations=NO_ABLATIONS, trains=True, description=(
     "train-time, parameter-free differentiable pruning (Cho et al. 2023): soft mask sigmoid((w² − "
@@ -26,7 +27,9 @@ register_method("pdp", plan=f"{_PLANS}:plan_pdp", ablations=NO_ABLATIONS, trains
     "layer by channel)"))
 register_method("distilled_imp", plan=f"{_PLANS}:plan_distilled_imp", ablations=IMP_ABLATIONS, small_set=True, description=(
     "Distilled Pruning: IMP whose per-level training (`prune.small_train`) runs on a distilled set "
-    "(`prune.distill`, DM by default), rewinding to θ_0; the final mask is trained on the real data"))
+    "(`prune.distill`, DM by default; by default the authors' 1000 epochs, SGD 0.01, batch 512, DSA drawn per "
+    "sample), rewinding only the Conv/Linear weights to θ_0 (`rewind: weights`, the authors' code); the final "
+    "mask is trained on the real data"))
 register_method("imp_subset", plan=f"{_PLANS}:plan_imp_subset", ablations=IMP_ABLATIONS, small_set=True, description=(
     "the control arm: the same on a random real subset of the same size"))
 register_method("wanda", plan=f"{_PLANS}:plan_post_training", ablations=NO_ABLATIONS, needs_data=True, description=(

@@ -57,10 +57,14 @@ class PDPConfig(NMPattern):
 
 
 def _small_set_training() -> TrainConfig:
-    """Per-level training on a distilled set (Distilled Pruning's recipe, shortened: SGD 0.01,
-    momentum 0.9, wd 5e-4, LR x0.1 at half)."""
-    return TrainConfig(epochs=300, batch_size=256, optimizer="sgd", lr=0.01, momentum=0.9,
-                       weight_decay=5e-4, schedule="multistep", milestones=[150], gamma=0.1)
+    """Per-level training on a distilled set: the authors' ``DistilledPruning()`` trains every level with
+    MTT's ``evaluate_synset`` (CIFAR-10, 50 per class): 1000 epochs, SGD lr 0.01, momentum 0.9, weight
+    decay 5e-4, batch 512, LR x0.1 at half, DSA on every batch (``small_augment``, drawn per sample).
+    Two small differences from that function: it runs E + 1 epochs and decays after epoch E/2 + 1 with a
+    new optimizer (momentum dropped there); here E epochs, decay at E/2, momentum kept. A 500-example set
+    is one step per epoch, so a level is 1000 steps."""
+    return TrainConfig(epochs=1000, batch_size=512, optimizer="sgd", lr=0.01, momentum=0.9,
+                       weight_decay=5e-4, schedule="multistep", milestones=[500], gamma=0.1)
 
 
 class PostTrainConfig(NMPattern):
@@ -90,7 +94,16 @@ class PruneConfig(BaseModel):
     scope: Literal["global", "layerwise"] = Field("global",
         description="rank weights across all layers (global) or within each layer (layerwise)")
     ignore: list[str] = Field(default_factory=list, description="prunable weight names kept dense")
-    rewind_step: int = Field(0, ge=0, description="iteration k whose weights survivors reset to; 0 = init")
+    rewind_step: int = Field(0, ge=0, description="iteration k whose weights survivors reset to; 0 = init "
+                             "(epoch e: e x ceil(training examples / batch size))")
+    rewind: Literal["weights", "state"] | None = Field(
+        None, description="IMP and distilled IMP: what a rewind resets to theta_k: only the Conv/Linear weights, "
+        "biases and norm parameters keeping their trained values (weights: Distilled Pruning's code), or the whole "
+        "state (state: OpenLTH). Default: weights for the small-set methods (distilled_imp, imp_subset), state "
+        "otherwise")
+    rewind_optimizer: Literal["fresh", "resume"] = Field(
+        "fresh", description="IMP at k > 0: the retrain starts at iteration k (LR schedule and data order) with a "
+        "fresh optimizer, zero momentum (fresh: OpenLTH), or with the optimizer state saved at k (resume)")
     prune_fraction: float = Field(0.2, gt=0.0, lt=1.0,
         description="IMP: share of remaining weights pruned per level")
     rounds: int | None = Field(None, ge=1, description="pruning-at-init rounds; default per method")
@@ -145,6 +158,9 @@ class PruneConfig(BaseModel):
         description="DSA augmentation while training on the small set (as Distilled Pruning does): "
         "'default' for the input kind's strategy, a strategy string, or 'none'",
     )
+    small_augment_draw: Literal["sample", "batch"] = Field(
+        "sample", description="small-set augmentation parameters drawn per sample (DSA's training mode, the "
+        "authors') or once per batch (every sample of a step transformed alike)")
 
     @model_validator(mode="before")
     @classmethod
@@ -233,6 +249,13 @@ class PruneConfig(BaseModel):
     @property
     def density(self) -> float:
         return 1.0 - self.sparsity
+
+    @property
+    def rewind_mode(self) -> str:
+        """``rewind`` resolved: the small-set methods follow their authors (weights), IMP OpenLTH (state)."""
+        if self.rewind is not None:
+            return self.rewind
+        return "weights" if get_method(self.method).small_set else "state"
 
 
 class ExportConfig(BaseModel):

@@ -47,6 +47,7 @@ class MethodPlan:
     levels: list[Stage] = field(default_factory=list)  # stages with record.json, one per IMP level
     search: list[Stage] = field(default_factory=list)  # the stages whose cost is the search's
     small_set: Stage | None = None  # the distilled set or subset the search trains on
+    keep_trained: Stage | None = None  # rewind weights only: the stage whose biases and norms the retrain keeps
 
     @property
     def trained(self) -> bool:
@@ -65,7 +66,8 @@ def _pretrain(t: TrialSettings, until: str, train: TrainConfig | None = None, re
               small_set: Stage | None = None) -> Pretrain:
     return Pretrain(data=t.data, model=t.model, train=train or t.train, seed=t.seed,
                     rewind_step=t.prune.rewind_step if rewind_step is None else rewind_step, until=until,
-                    small_set=small_set, augment=t.prune.small_augment if small_set is not None else "none")
+                    small_set=small_set, augment=t.prune.small_augment if small_set is not None else "none",
+                    augment_draw=t.prune.small_augment_draw)
 
 
 def scorer_fields(name: str) -> tuple[str, ...]:
@@ -93,7 +95,9 @@ def plan_imp(t: TrialSettings, prune: PruneConfig | None = None) -> MethodPlan:
     """IMP on the real data. With ``prune.search_epochs`` the levels train shorter than the final run:
     a cost-matched control for Distilled Pruning (is a small set better than a short schedule?)."""
     prune = prune or t.prune
-    train, mode = t.train, "resume"
+    # k = 0: no optimizer state to restore, and 'resume' keeps the keys of runs made before the option.
+    fresh = prune.rewind_optimizer == "fresh" and prune.rewind_step > 0
+    train, mode = t.train, ("weights" if fresh else "resume")
     if prune.search_epochs is not None:
         scale = prune.search_epochs / t.train.epochs  # the schedule's shape is kept, compressed
         train = t.train.model_copy(
@@ -101,7 +105,12 @@ def plan_imp(t: TrialSettings, prune: PruneConfig | None = None) -> MethodPlan:
         mode = "weights"  # the final run has its own optimizer and schedule
     pretrain = _pretrain(t, "end", train=train)
     mask, levels = _imp_chain(t, pretrain, prune)
-    return MethodPlan(mask, pretrain, mode, levels=levels, search=list(levels))
+    return MethodPlan(mask, pretrain, mode, levels=levels, search=list(levels), keep_trained=_kept(prune, mask))
+
+
+def _kept(prune: PruneConfig, mask: ImpMask) -> Stage | None:
+    """A weights-only rewind keeps the biases and norms of the net the final mask was taken from."""
+    return mask.source if prune.rewind_mode == "weights" else None
 
 
 def _plan_small_set_imp(t: TrialSettings, dcfg: DistillConfig) -> MethodPlan:
@@ -111,7 +120,8 @@ def _plan_small_set_imp(t: TrialSettings, dcfg: DistillConfig) -> MethodPlan:
     small_train = t.prune.small_train.model_copy(update={"device": t.train.device})  # one device per trial
     pretrain = _pretrain(t, "end", train=small_train, small_set=small)
     mask, levels = _imp_chain(t, pretrain, t.prune)
-    return MethodPlan(mask, pretrain, "restart", levels=levels, search=list(levels), small_set=small)
+    return MethodPlan(mask, pretrain, "restart", levels=levels, search=list(levels), small_set=small,
+                      keep_trained=_kept(t.prune, mask))
 
 
 def plan_magnitude(t: TrialSettings) -> MethodPlan:

@@ -25,7 +25,8 @@ from training.trainer import TrainConfig, Trainer, TrainState, resolve_device, s
 
 from .ablations import invert_scores, reinitialize, shuffle_mask
 from .config import PruneConfig
-from .mask import Mask
+from .imp import rewind_state
+from .mask import PRUNABLE_TYPES, Mask
 from .at_init import ABLATION_SEED_OFFSET  # shuffle and reinit draw from seed + this
 from .registry import get_method
 from .select import select_topk
@@ -61,6 +62,13 @@ def method_version(name: str) -> dict[str, int]:
     return {"method_version": version} if version > 1 else {}
 
 
+def weight_names(model) -> list[str]:
+    """What a weights-only rewind resets: every Conv/Linear weight (pruned or in ``ignore``), as the
+    authors' code copies theta_0 into every pruned module's weight."""
+    return [f"{n}.weight" if n else "weight" for n, m in model.named_modules()
+            if isinstance(m, PRUNABLE_TYPES) and m.weight is not None]
+
+
 def save_mask(mask: Mask, out: Path) -> None:
     mask.save(out / "mask.pt")
     mask.report().to_json(out / "sparsity.json")
@@ -84,12 +92,13 @@ def _check_examples_per_class(data, wanted: int) -> None:
                          "lower it or add data")
 
 
-def small_set_augment(strategy: str, input_shape: tuple[int, ...]) -> Augment | None:
-    """DSA augmentation while training on a small set: 'default' for the input kind, 'none', or ops."""
+def small_set_augment(strategy: str, input_shape: tuple[int, ...], draw: str = "sample") -> Augment | None:
+    """DSA augmentation while training on a small set: 'default' for the input kind, 'none', or ops.
+    ``draw='sample'`` is DSA's training mode (parameters per sample), what the authors trained with."""
     if strategy == "none":
         return None
     kind = "image" if len(input_shape) == 3 else "signal"
-    return Augment(None if strategy == "default" else strategy, kind=kind)
+    return Augment(None if strategy == "default" else strategy, kind=kind, draw=draw)
 
 
 # ----------------------------------------------------------------------------------------- pretrain
@@ -108,7 +117,7 @@ class Pretrain(Stage):
     name: ClassVar[str] = "pretrain"
     shared_order: ClassVar[int] = 2  # after the small set it may train on
     reads: ClassVar[tuple[str, ...]] = ("data", "model", "train", *prune_reads(("rewind_step", "small_train",
-                                                                              "small_augment")))
+                                                                              "small_augment", "small_augment_draw")))
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
@@ -117,6 +126,7 @@ class Pretrain(Stage):
     until: Literal["rewind", "end"] = "rewind"
     small_set: Stage | None = None
     augment: str = "none"
+    augment_draw: Literal["sample", "batch"] = "sample"
 
     def settings(self) -> dict[str, Any]:
         s: dict[str, Any] = {"data": canonical(self.data), "model": canonical(self.model), "seed": self.seed,
@@ -125,6 +135,8 @@ class Pretrain(Stage):
             s["train"] = canonical(self.train)
         if self.small_set is not None:
             s["augment"] = self.augment
+            if self.augment != "none":
+                s["augment_draw"] = self.augment_draw
         return s
 
     def inputs(self) -> dict[str, Stage]:
@@ -141,7 +153,7 @@ class Pretrain(Stage):
             return Trainer(self.train, real, seed=self.seed, log=env.log)
         small = load_set(inputs["small_set"])
         return Trainer(self.train, small.as_bundle(real), seed=self.seed, log=env.log,
-                       augment=small_set_augment(self.augment, real.input_shape))
+                       augment=small_set_augment(self.augment, real.input_shape, self.augment_draw))
 
     def _check_rewind(self, examples: int) -> None:
         per_epoch = steps_per_epoch(examples, self.train.batch_size)
@@ -198,7 +210,8 @@ def level_record(level: int, density: float, result) -> dict[str, Any]:
 @dataclass(eq=False)
 class ImpLevel(Stage):
     """IMP level L >= 1: prune (1-f)^L of the weights by |theta| of level L-1's trained net, reset the
-    survivors to theta_k (optimizer and schedule resume at k) and train. Every target sparsity of a
+    survivors to theta_k (``prune.rewind``: the whole state or the weights only) and train from iteration
+    k (schedule at k; optimizer fresh or restored, ``prune.rewind_optimizer``). Every target sparsity of a
     sweep shares these levels; only the final mask depends on the target (``ImpMask``)."""
 
     name: ClassVar[str] = "imp_level"
@@ -209,10 +222,17 @@ class ImpLevel(Stage):
     prune: PruneConfig
 
     FIELDS: ClassVar[tuple[str, ...]] = ("prune_fraction", "scope", "ignore")
-    reads: ClassVar[tuple[str, ...]] = prune_reads(FIELDS)
+    reads: ClassVar[tuple[str, ...]] = prune_reads((*FIELDS, "rewind", "rewind_optimizer"))
 
     def settings(self) -> dict[str, Any]:
-        return {"level": self.level, **prune_settings(self.prune, self.FIELDS)}
+        s = {"level": self.level, **prune_settings(self.prune, self.FIELDS)}
+        # Resolved, and only where they change the result, so levels made with the whole-state rewind at
+        # k = 0 (the only behaviour before these options) keep their keys.
+        if self.prune.rewind_mode != "state":
+            s["rewind"] = self.prune.rewind_mode
+        if self.pretrain.rewind_step > 0:
+            s["rewind_optimizer"] = self.prune.rewind_optimizer
+        return s
 
     def inputs(self) -> dict[str, Stage]:
         # The pretrain's own inputs too: a level trains with the pretrain's trainer (small set included).
@@ -231,8 +251,10 @@ class ImpLevel(Stage):
         density = (1 - p.prune_fraction) ** self.level
         mask = select_topk({n: trained[n].abs() for n in current}, density, scope=p.scope, current=current)
         rewind = TrainState.from_dict(load_state(pre, "rewind.pt"))
+        start = TrainState(rewind.step, rewind_state(rewind.model, trained, weight_names(model), p.rewind_mode),
+                           rewind.optimizer if p.rewind_optimizer == "resume" else {})
         trainer = self.pretrain.trainer(env, inputs)
-        result = trainer.fit(model, mask=mask, start=rewind, on_epoch=env.epoch_hook(self))
+        result = trainer.fit(model, mask=mask, start=start, on_epoch=env.epoch_hook(self))
         save_mask(mask, out)
         save_state(result.final_state.model, out, "model.pt")
         write_json(level_record(self.level, mask.density, result), out, "record.json")
@@ -480,8 +502,11 @@ class Retrain(Stage):
 
     ``start_mode``: 'resume' continues at step k with the optimizer state there (lottery-ticket
     rewinding); 'weights' keeps step k but a fresh optimizer (the start came from a shorter run);
-    'restart' starts at step 0 (the start came from training on a small set). ``reinit`` (the
-    sanity-check ablation) trains the mask from freshly drawn weights instead.
+    'restart' starts at step 0 (the start came from training on a small set). ``keep_trained`` (a
+    stage with ``model.pt``: the level the mask came from) makes the rewind weights-only: the Conv/Linear
+    weights come from the start, biases and norm parameters stay as that stage trained them
+    (``prune.rewind: weights``). ``reinit`` (the sanity-check ablation) trains the mask from freshly drawn
+    weights instead.
     """
 
     name: ClassVar[str] = "retrain"
@@ -495,17 +520,21 @@ class Retrain(Stage):
     seed: int
     start_mode: Literal["resume", "weights", "restart"] = "resume"
     reinit: bool = False
+    keep_trained: Stage | None = None
 
     def settings(self) -> dict[str, Any]:
         s = {"data": canonical(self.data), "model": canonical(self.model), "train": canonical(self.train),
              "seed": self.seed, "start_mode": self.start_mode}
+        if self.keep_trained is not None and not self.reinit:
+            s["rewind"] = "weights"
         return {**s, "reinit": True} if self.reinit else s
 
     def inputs(self) -> dict[str, Stage]:
-        return {"mask": self.mask, "start": self.start}
+        keep = {"keep_trained": self.keep_trained} if self.keep_trained is not None and not self.reinit else {}
+        return {"mask": self.mask, "start": self.start, **keep}
 
     def planned_passes(self, env: StageEnv) -> int:
-        resumed = self.start.rewind_step * self.train.batch_size if self.start_mode == "resume" else 0
+        resumed = self.start.rewind_step * self.train.batch_size if self.start_mode != "restart" else 0
         return max(0, self.train.epochs * len(env.data(self.data).train) - resumed)
 
     def run(self, env: StageEnv, inputs: dict[str, Entry], out: Path) -> dict[str, Any]:
@@ -517,6 +546,10 @@ class Retrain(Stage):
             start = TrainState(start.step, start.model, {})
         elif self.start_mode == "restart":
             start = TrainState(0, start.model, {})
+        if "keep_trained" in inputs:
+            trained = load_state(inputs["keep_trained"], "model.pt")
+            start = TrainState(start.step, rewind_state(start.model, trained, weight_names(model), "weights"),
+                               start.optimizer)
         if self.reinit:
             from training.models import create_model
 

@@ -71,3 +71,38 @@ def test_bad_strategy_and_shape_errors():
         Augment()(torch.randn(2, 1, 40), 0)
     assert torch.equal(Augment("none")(torch.ones(2, 1, 4, 4), 0), torch.ones(2, 1, 4, 4))
     assert default_augment((3, 32, 32)).kind == "image"
+
+
+def _one_sample_views(aug, x, seed):
+    """Each sample of the batch augmented inside the batch, and the same sample augmented with copies of
+    sample 0 around it: equal rows mean the sample got sample 0's parameters."""
+    out = aug(x, seed)
+    same = aug(x[:1].expand_as(x).clone(), seed)
+    return out, same
+
+
+@pytest.mark.parametrize("kind,shape,ops", [("image", (6, 3, 16, 16), IMAGE_OPS), ("signal", (6, 1, 40), SIGNAL_OPS)])
+def test_per_sample_draw_differs_within_a_batch_and_batch_draw_does_not(kind, shape, ops):
+    x0 = torch.randn(shape[1:], generator=torch.Generator().manual_seed(3))
+    batch = x0.expand(shape).clone()  # six copies of one sample: any difference comes from the parameters
+    for name in ops:
+        per_sample, shared = Augment(name, kind=kind, draw="sample"), Augment(name, kind=kind)
+        differ = 0
+        for seed in range(5):
+            out = per_sample(batch, seed)
+            assert out.shape == batch.shape
+            differ += not all(torch.allclose(out[0], out[i], atol=1e-6) for i in range(1, len(out)))
+            s = shared(batch, seed)
+            assert all(torch.allclose(s[0], s[i], atol=1e-6) for i in range(1, len(s))), name
+        assert differ >= 4, f"{name}: per-sample draws gave every sample the same transform"
+
+
+def test_per_sample_draw_is_seeded_and_differentiable():
+    aug = Augment("shift_stretch_scale_noise", kind="signal", mode="all", draw="sample")
+    x = torch.randn(5, 1, 40, requires_grad=True)
+    assert torch.equal(aug(x, 7), aug(x, 7))
+    assert not torch.equal(aug(x, 7), aug(x, 8))
+    aug(x, 7).pow(2).sum().backward()
+    assert x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="draw"):
+        Augment(draw="pixel")

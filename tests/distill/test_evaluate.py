@@ -22,3 +22,27 @@ def test_evaluate_distilled_trains_fresh_nets_and_tests_on_real(digits):
     assert out["sample_passes"] == 2 * 100 * 50
     with pytest.raises(ValueError):
         evaluate_distilled(ds, digits, nets=0)
+
+
+def test_papers_protocol_trains_with_per_sample_dsa_at_the_learned_lr(digits):
+    from distill.evaluate import papers_protocol
+
+    ds = distill_dataset(digits, DistillConfig(method="random", ipc=3))
+    cfg, aug = papers_protocol(ds)
+    assert (cfg.epochs, cfg.lr, cfg.milestones, cfg.batch_size) == (1000, 0.01, [500], 256)
+    assert aug.draw == "sample" and aug.kind == "image"
+    ds.cost["learned_lr"] = 0.0123  # what an MTT set carries
+    assert papers_protocol(ds, epochs=4)[0].lr == 0.0123
+
+    calls = []
+
+    def counting(x, seed):
+        calls.append(len(x))
+        return aug(x, seed)
+
+    small = {"name": "convnet", "options": {"width": 8, "depth": 2}}
+    train = protocol_train_config(3, device="cpu")
+    plain = evaluate_distilled(ds, digits, train, nets=1, model_cfg=small)
+    augmented = evaluate_distilled(ds, digits, train, nets=1, model_cfg=small, augment=counting)
+    assert calls == [30, 30, 30]  # every batch of every epoch went through it
+    assert augmented["augment"] != "none" and plain["augment"] == "none"

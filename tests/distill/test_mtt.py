@@ -168,7 +168,9 @@ def test_experts_then_distillation_end_to_end(digits, tmp_path):
 
 def test_step_size_stays_positive_under_a_huge_lr_lr(digits, tmp_path):
     records = []
-    ds = distill_dataset(digits, _cfg(iterations=4, options={"lr_lr": 10.0, "min_syn_lr": 1e-4}),
+    # Two iterations: the second is clamped; after it the pixels have taken a huge step, and whether
+    # a later iteration overflows depends on the random draws, not on the clamp under test.
+    ds = distill_dataset(digits, _cfg(iterations=2, options={"lr_lr": 10.0, "min_syn_lr": 1e-4}),
                          progress=lambda i, m: records.append(m), checkpoint_dir=tmp_path)
     lrs = [m["syn_lr"] for m in records if "syn_lr" in m]
     assert all(lr >= 1e-4 * (1 - 1e-6) for lr in lrs)

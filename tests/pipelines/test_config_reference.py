@@ -13,4 +13,4 @@ def test_every_experiment_field_is_described():
     rows = [line for line in render().splitlines() if line.startswith("| `")]
     undocumented = [line.split("|")[1].strip() for line in rows if line.rstrip().endswith("|  |")]
     assert not undocumented, undocumented
-    assert any(line.startswith("| `prune.small_train.epochs` | int | `300`") for line in rows)  # the section's own default
+    assert any(line.startswith("| `prune.small_train.epochs` | int | `1000`") for line in rows)  # the section's own default

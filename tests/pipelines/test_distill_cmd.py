@@ -38,6 +38,11 @@ def test_distill_command_makes_evaluates_and_tracks_a_set(tmp_path, capsys):
     # The same config again reuses the artifact.
     assert main(["distill", str(cfg), "--out", str(out)]) == 0
     assert "reused" in capsys.readouterr().out
+    assert summary["quality"]["protocol"] == "plain" and summary["quality"]["augment"] == "none"
+    # The papers' protocol: per-sample DSA on every batch (quality.train keeps this test's 3 epochs).
+    assert main(["distill", str(cfg), "--out", str(out), "--eval", "--eval-protocol", "papers"]) == 0
+    papers = json.loads((out / "distill_summary.json").read_text())["quality"]
+    assert papers["protocol"] == "papers" and "draw='sample'" in papers["augment"]
 
 
 def test_distill_command_rejects_bad_config_and_writes_nothing(tmp_path, capsys):
