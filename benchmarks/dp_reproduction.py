@@ -202,7 +202,7 @@ def _run(job):
     try:
         res = distill_job(*args) if kind == "distill" else chain_job(*args)
         return {"job": job, "ok": True, "s": time.perf_counter() - t0, "result": res}
-    except Exception as exc:  # one failed arm is reported, the others still run
+    except Exception:  # one failed arm is reported, the others still run
         import traceback
 
         return {"job": job, "ok": False, "s": time.perf_counter() - t0, "error": traceback.format_exc()[-2000:]}
