@@ -294,6 +294,37 @@ def train_experts(
     return buffer
 
 
+def _experts(real: DataBundle, net_cfg, opts: "MTTOptions", seed: int, device: torch.device,
+             checkpoint_dir: Path | None, progress: Progress | None) -> tuple[list[torch.Tensor], dict]:
+    """The first ``num_experts`` trajectories (trained, or reused from the buffer) and what they cost."""
+    K = opts.num_experts
+
+    def on_expert(k: int, metrics: dict) -> None:
+        if progress is not None:
+            progress(0, {"expert": k + 1, **metrics})
+
+    buffer = train_experts(real, net_cfg, opts, seed, device, checkpoint_dir, on_expert)
+    return buffer.trajectories[:K], {
+        "sample_passes": sum(buffer.sample_passes[:K]),
+        "wall_time_s": sum(buffer.wall_time_s[:K]),
+        "reused": min(buffer.reused, K),
+        "test_accuracy_mean": sum(buffer.test_accuracy[:K]) / K,
+    }
+
+
+def _student_batches(syn: torch.Tensor, y: torch.Tensor, steps: int, batch_syn: int, augment,
+                     gen: torch.Generator, seed: int, iteration: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The unrolled student's minibatches: epochs over the synthetic set in seeded random order, each
+    batch augmented (per sample, as the reference does inside its unrolled steps)."""
+    batches, chunks = [], []
+    for step in range(steps):
+        if not chunks:
+            chunks = list(torch.randperm(len(syn), generator=gen).split(batch_syn))
+        idx = chunks.pop(0).to(syn.device)
+        batches.append((augment(syn[idx], derive_seed(seed, "mtt-aug", iteration, step)), y[idx]))
+    return batches
+
+
 # ------------------------------------------------------------------------------------------ method
 @register_distiller("mtt")
 def distill_mtt(
@@ -315,34 +346,11 @@ def distill_mtt(
     syn_lr = torch.tensor(float(opts.lr_teacher), device=device).requires_grad_(True)
     opt_img = torch.optim.SGD([syn], lr=cfg.lr_images, momentum=cfg.momentum)
     opt_lr = torch.optim.SGD([syn_lr], lr=opts.lr_lr, momentum=cfg.momentum)
-    start, syn_passes, wall_before = 0, 0, 0.0
-    expert_cost: dict | None = None
-    state = load_checkpoint(ckpt, rhash) if ckpt is not None else None
-    if state is not None:
-        with torch.no_grad():
-            syn.copy_(state["x"].to(device))
-            syn_lr.fill_(float(state["syn_lr"]))
-        opt_img.load_state_dict(state["opt_img"])
-        opt_lr.load_state_dict(state["opt_lr"])
-        start = int(state["iteration"])
-        syn_passes = int(state["syn_passes"])
-        wall_before = float(state["wall_time_s"])
-        expert_cost = dict(state["expert_cost"])
+    start, syn_passes, wall_before, expert_cost = _resume(ckpt, rhash, syn, syn_lr, opt_img, opt_lr)
 
     trajectories: list[torch.Tensor] = []
     if start < cfg.iterations:  # a finished run asked for again needs no experts
-        def on_expert(k: int, metrics: dict) -> None:
-            if progress is not None:
-                progress(0, {"expert": k + 1, **metrics})
-
-        buffer = train_experts(real, net_cfg, opts, cfg.seed, device, checkpoint_dir, on_expert)
-        trajectories = buffer.trajectories[:K]
-        expert_cost = {
-            "sample_passes": sum(buffer.sample_passes[:K]),
-            "wall_time_s": sum(buffer.wall_time_s[:K]),
-            "reused": min(buffer.reused, K),
-            "test_accuracy_mean": sum(buffer.test_accuracy[:K]) / K,
-        }
+        trajectories, expert_cost = _experts(real, net_cfg, opts, cfg.seed, device, checkpoint_dir, progress)
     if expert_cost is None:  # iterations == 0: the initial set, no experts needed
         expert_cost = {"sample_passes": 0, "wall_time_s": 0.0, "reused": 0, "test_accuracy_mean": None}
 
@@ -352,8 +360,7 @@ def distill_mtt(
     template.train()
     layout = ParamLayout.of(template)
     augment = make_augment(cfg, tuple(real.input_shape), draw=opts.syn_augment_draw)
-    n_syn = len(syn)
-    batch_syn = min(opts.batch_syn or n_syn, n_syn)
+    batch_syn = min(opts.batch_syn or len(syn), len(syn))
 
     def save(iteration: int) -> None:
         save_checkpoint(ckpt, rhash, {
@@ -373,13 +380,7 @@ def distill_mtt(
         t = int(torch.randint(opts.max_start_epoch, (), generator=gen))
         theta_start = trajectories[k][t].to(device)
         theta_target = trajectories[k][t + M].to(device)
-        batches, chunks = [], []
-        for step in range(opts.syn_steps):
-            if not chunks:
-                chunks = list(torch.randperm(n_syn, generator=gen).split(batch_syn))
-            idx = chunks.pop(0).to(device)
-            xb = augment(syn[idx], derive_seed(cfg.seed, "mtt-aug", it, step))
-            batches.append((xb, y[idx]))
+        batches = _student_batches(syn, y, opts.syn_steps, batch_syn, augment, gen, cfg.seed, it)
         student = unroll_student(template, layout, theta_start.clone().requires_grad_(True), batches, syn_lr)
         loss = trajectory_loss(student, theta_start, theta_target)
         if not torch.isfinite(loss):
@@ -393,6 +394,9 @@ def distill_mtt(
         opt_lr.step()
         with torch.no_grad():
             syn_lr.clamp_(min=opts.min_syn_lr)
+        if not torch.isfinite(syn_lr):  # a finite loss can still have an overflowing gradient
+            raise FloatingPointError(f"mtt: the learned step size became {float(syn_lr)} at iteration {it}; "
+                                     "lower lr_lr")
         syn_passes += sum(len(b[1]) for b in batches)
         done = it + 1
         if progress is not None and (done % cfg.progress_every == 0 or done == cfg.iterations):
@@ -403,8 +407,27 @@ def distill_mtt(
         del student, batches, loss  # free the unrolled graph before the next iteration builds one
     if ckpt is not None and cfg.iterations > start:
         save(cfg.iterations)
-    distill_wall = wall_before + time.perf_counter() - t0
-    cost = {
+    cost = _cost(expert_cost, syn_passes, wall_before + time.perf_counter() - t0, float(syn_lr.detach()))
+    return build_distilled_set(real, syn, y, recipe, source, cost)
+
+
+def _resume(ckpt: Path | None, rhash: str, syn: torch.Tensor, syn_lr: torch.Tensor, opt_img, opt_lr
+            ) -> tuple[int, int, float, dict | None]:
+    """(first iteration, synthetic passes, wall time so far, the experts' cost) from the run's checkpoint."""
+    state = load_checkpoint(ckpt, rhash) if ckpt is not None else None
+    if state is None:
+        return 0, 0, 0.0, None
+    with torch.no_grad():
+        syn.copy_(state["x"].to(syn.device))
+        syn_lr.fill_(float(state["syn_lr"]))
+    opt_img.load_state_dict(state["opt_img"])
+    opt_lr.load_state_dict(state["opt_lr"])
+    return int(state["iteration"]), int(state["syn_passes"]), float(state["wall_time_s"]), dict(state["expert_cost"])
+
+
+def _cost(expert_cost: dict, syn_passes: int, distill_wall: float, learned_lr: float) -> dict:
+    """The set's cost: the experts' (alone too, and how many were reused) plus the matching's."""
+    return {
         "wall_time_s": expert_cost["wall_time_s"] + distill_wall,
         "sample_passes": int(expert_cost["sample_passes"]) + syn_passes,
         "expert_sample_passes": int(expert_cost["sample_passes"]),
@@ -413,6 +436,5 @@ def distill_mtt(
         "expert_test_accuracy_mean": expert_cost["test_accuracy_mean"],
         "distill_sample_passes": syn_passes,
         "distill_wall_time_s": distill_wall,
-        "learned_lr": float(syn_lr.detach()),
+        "learned_lr": learned_lr,
     }
-    return build_distilled_set(real, syn, y, recipe, source, cost)

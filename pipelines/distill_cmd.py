@@ -53,41 +53,20 @@ def add_parser(sub) -> None:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from .cli_errors import fail as _fail
-    from .config import (
-        ConfigError,
-        absolute_plugin_paths,
-        apply_override,
-        format_validation_error,
-        import_plugins,
-        parse_override,
-        read_yaml,
-    )
 
-    try:
-        raw = absolute_plugin_paths(read_yaml(args.config), args.config)
-        for text in args.set or []:
-            raw = apply_override(raw, *parse_override(text))
-        import_plugins(raw)
-        cfg = DistillRunConfig.model_validate(raw)
-    except ConfigError as exc:
-        return _fail(str(exc))
-    except ValidationError as err:
-        return _fail("invalid distill config:\n" + format_validation_error(err))
-    data_cfg = cfg.data.model_copy(update={"root": str(Path(cfg.data.root).resolve())})
-    try:
+    try:  # a ConfigError is a ValueError: the config's problem, or the data's, in one line
+        cfg = _read_config(args)
+        data_cfg = cfg.data.model_copy(update={"root": str(Path(cfg.data.root).resolve())})
         from training.data import load_dataset
 
         real = load_dataset(data_cfg)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
 
-    from distill.evaluate import evaluate_distilled, papers_protocol, protocol_train_config
     from distill.stage import Distill, load_set
     from training.io import atomic_write_text
     from training.stage import StageEnv, materialize
     from training.store import ArtifactStore
-
-    from .tracking import RunLogger, default_tracking_uri, finish_run, start_parent
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -101,17 +80,54 @@ def cmd_distill(args: argparse.Namespace) -> int:
     summary = {"path": str(path), "picture": str(entry.file("set.png")), "content_hash": ds.content_hash,
                "samples": len(ds), "recipe": ds.recipe, "cost": ds.cost, "made_now": made, "stage_key": entry.key}
     if args.eval:
-        q = cfg.quality
-        protocol = args.eval_protocol or q.protocol
-        train, augment = papers_protocol(ds) if protocol == "papers" else (protocol_train_config(), None)
-        print(f"evaluating ({protocol} protocol, lr {(q.train or train).lr:g}): {q.nets} fresh nets trained on the "
-              "set, tested on the real test split")
-        quality = evaluate_distilled(ds, real, q.train or train, nets=q.nets, model_cfg=q.model, augment=augment)
-        quality["protocol"] = protocol
-        summary["quality"] = quality
-        print(f"test accuracy {100 * quality['mean']:.2f} +- {100 * quality['std']:.2f} over {q.nets} nets")
+        summary["quality"] = _evaluate(cfg, ds, real, args.eval_protocol or cfg.quality.protocol)
     summary["wall_time_s"] = time.perf_counter() - t0
     atomic_write_text(out / "distill_summary.json", json.dumps(summary, indent=2, default=str))
+    _track(cfg, data_cfg, ds, summary, [path, entry.file("set.png"), out / "distill_summary.json"], out)
+    print(f"summary: {out / 'distill_summary.json'}")
+    return 0
+
+
+def _read_config(args: argparse.Namespace) -> DistillRunConfig:
+    """The YAML with ``--set`` applied and its plugins imported, validated; ConfigError names the problem."""
+    from .config import (
+        ConfigError,
+        absolute_plugin_paths,
+        apply_override,
+        format_validation_error,
+        import_plugins,
+        parse_override,
+        read_yaml,
+    )
+
+    raw = absolute_plugin_paths(read_yaml(args.config), args.config)
+    for text in args.set or []:
+        raw = apply_override(raw, *parse_override(text))
+    import_plugins(raw)
+    try:
+        return DistillRunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError("invalid distill config:\n" + format_validation_error(err)) from None
+
+
+def _evaluate(cfg: DistillRunConfig, ds, real, protocol: str) -> dict:
+    """Fresh nets trained on the set, tested on the real test split: the project's quick protocol, or the
+    papers' (1000 epochs, per-sample augmentation, an MTT set's learned lr)."""
+    from distill.evaluate import evaluate_distilled, papers_protocol, protocol_train_config
+
+    q = cfg.quality
+    train, augment = papers_protocol(ds) if protocol == "papers" else (protocol_train_config(), None)
+    print(f"evaluating ({protocol} protocol, lr {(q.train or train).lr:g}): {q.nets} fresh nets trained on the "
+          "set, tested on the real test split")
+    quality = evaluate_distilled(ds, real, q.train or train, nets=q.nets, model_cfg=q.model, augment=augment)
+    quality["protocol"] = protocol
+    print(f"test accuracy {100 * quality['mean']:.2f} +- {100 * quality['std']:.2f} over {q.nets} nets")
+    return quality
+
+
+def _track(cfg: DistillRunConfig, data_cfg, ds, summary: dict, files: list[Path], out: Path) -> None:
+    """One MLflow run: the settings, the set's cost (and quality), the set and its picture."""
+    from .tracking import RunLogger, default_tracking_uri, finish_run, start_parent
 
     uri = cfg.tracking.get("tracking_uri") or default_tracking_uri(out)
     target = start_parent(uri, cfg.tracking.get("experiment_name") or cfg.name, out / "mlartifacts",
@@ -122,9 +138,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
                  "distill_sample_passes": float(ds.cost.get("sample_passes", 0)), "samples": len(ds)})
     if "quality" in summary:
         run.metrics({"quality_mean": summary["quality"]["mean"], "quality_std": summary["quality"]["std"]})
-    for p in (path, entry.file("set.png"), out / "distill_summary.json"):
+    for p in files:
         if p.is_file():
             run.artifact(p)
     finish_run(uri, target.parent_run_id)
-    print(f"summary: {out / 'distill_summary.json'}")
-    return 0

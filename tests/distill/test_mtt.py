@@ -206,3 +206,9 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(digits, tmp_
     assert torch.allclose(resumed.x, full.x, atol=1e-6)
     assert resumed.cost["learned_lr"] == pytest.approx(full.cost["learned_lr"], rel=1e-6)
     assert resumed.cost["sample_passes"] == full.cost["sample_passes"]
+
+
+def test_a_step_size_that_overflows_stops_with_the_option_to_lower(digits, tmp_path):
+    """The loss can be finite while its gradient overflows the learned step size: named, not NaN sets."""
+    with pytest.raises(FloatingPointError, match="lower lr_lr"):
+        distill_dataset(digits, _cfg(iterations=3, options={"lr_lr": 10.0, "min_syn_lr": 1e-4}), checkpoint_dir=tmp_path)
