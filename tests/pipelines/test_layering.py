@@ -28,3 +28,15 @@ def test_it_finds_an_upward_import_and_a_circle_even_inside_a_function(tmp_path)
     graph = layering.import_graph(root)
     assert layering.layer_violations(graph) == ["training.low imports pipelines.high: pipelines is not below training"]
     assert layering.circles(graph) == [["pruning.a", "pruning.b"]]
+
+
+def test_no_function_in_pipelines_is_over_60_lines():
+    """The orchestration stays readable in steps with names of their own (issue 23)."""
+    import ast
+
+    long = []
+    for path in sorted((layering.ROOT / "pipelines").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
