@@ -3,7 +3,8 @@ process (``run_trial``, no Ray, no MLflow) vs through ``prunetune run`` with 1 a
 trials on 2 CPUs. Reports the speedup of 2 concurrent trials (the limit is 2.0x) and where the
 sweep's extra time goes: start-up before the first trial (imports, validation, pre-flight, Ray and
 MLflow start), the gap per trial between trials (actor start, MLflow logging, result collection), and
-tear-down after the last (results table, report, Ray shutdown). Arms alternate order between rounds.
+tear-down after the last (results table, report, Ray shutdown), and how long ``prunetune resume`` of the
+finished sweep takes to answer. Arms alternate order between rounds.
 
     .venv/bin/python benchmarks/sweep_overhead.py [--quick]
 """
@@ -73,10 +74,15 @@ def sweep(n: int, concurrent: int) -> dict[str, float]:
         if proc.returncode != 0:
             raise SystemExit(f"sweep failed ({proc.returncode}): {proc.stderr[-2000:]}")
         rows = pq.read_table(Path(tmp) / "out" / "results.parquet").to_pylist()
+        t1 = time.perf_counter()  # a resume of the finished sweep: it should only answer
+        subprocess.run([str(exe), "resume", str(Path(tmp) / "out"), "--quiet"], capture_output=True, cwd=ROOT,
+                       check=True)
+        resume_s = time.perf_counter() - t1
     first, last = min(r["started_at"] for r in rows), max(r["ended_at"] for r in rows)
     trials = sum(r["wall_time_s"] for r in rows)
     return {"wall_s": wall, "trials_s": trials, "startup_s": first - t0_epoch, "teardown_s": end_epoch - last,
-            "gap_per_trial_s": max(0.0, (last - first) * concurrent - trials) / len(rows)}
+            "gap_per_trial_s": max(0.0, (last - first) * concurrent - trials) / len(rows),
+            "resume_finished_s": resume_s}
 
 
 def main(argv=None) -> int:
@@ -101,6 +107,7 @@ def main(argv=None) -> int:
         "trial_s_mean_plain": m("plain", "trials_s") / n, "trial_s_mean_sweep1": m("sweep1", "trials_s") / n,
         "sweep_startup_s": m("sweep1", "startup_s"), "sweep_teardown_s": m("sweep1", "teardown_s"),
         "sweep_gap_per_trial_s": m("sweep1", "gap_per_trial_s"),
+        "resume_finished_s": m("sweep1", "resume_finished_s"),
         "overhead_per_trial_s": (m("sweep1", "wall_s") - m("plain", "wall_s")) / n,
     }
     write("sweep_overhead", figures, args.quick, {"runs": got})
