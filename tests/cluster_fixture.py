@@ -234,6 +234,14 @@ def _ray_start(args: list[str], env: dict, log: Path, sessions: set[int], timeou
         raise RuntimeError(f"`ray start {' '.join(args)}` failed with exit code {rc}:\n{_tail(log)}")
 
 
+def _forget_cached_token() -> None:
+    """Drop Ray's per-process cache of the auth token and mode, so the next cluster's token is read.
+    Without it, a second test cluster in one pytest process is refused (InvalidAuthToken)."""
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
+    reset_auth_token_state()
+
+
 @contextlib.contextmanager
 def two_node_cluster(
     timeout: float = 60.0, grace: float = 3.0, include_dashboard: bool = False,
@@ -332,6 +340,7 @@ def two_node_cluster(
         os.environ.pop("RAY_AUTH_TOKEN", None)
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ["RAY_AUTH_TOKEN_PATH"] = token_path
+        _forget_cached_token()  # Ray keeps the first token it read for the process: an earlier cluster's
         cluster = RayTestCluster(address, temp_dir, token_path, env, dashboard_url)
         ACTIVE[address] = cluster
         yield cluster
@@ -343,6 +352,7 @@ def two_node_cluster(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        _forget_cached_token()
         try:
             stop_cluster_processes(temp_dir, sessions, grace)
         finally:
