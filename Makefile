@@ -27,11 +27,11 @@ demo: install
 	$(BIN)/prunetune run configs/quickstart.yaml --out $(OUT)
 
 test: install $(VENV)/.example-plugin
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -n 3 --dist worksteal
 
 # The suite without the end-to-end sweeps (tests marked slow): the tier to run while editing.
 test-fast: install $(VENV)/.example-plugin
-	$(BIN)/python -m pytest tests -q -m "not slow"
+	$(BIN)/python -m pytest tests -q -m "not slow" -n 3 --dist worksteal
 
 # The cpu-smoke variant of every paper-scale config: the same pipelines on fake data (CI runs it).
 smoke: install
