@@ -134,12 +134,18 @@ def tune_callback(progress: PhaseProgress, say):
     return LiveCallback()
 
 
+def print_line(line: str) -> None:
+    """``print``, looked up when called: Tune pickles the view with its callbacks, and a ``print`` captured
+    at import stops pickling once anything replaces ``builtins.print`` (Ray's tqdm support does)."""
+    print(line)
+
+
 @dataclass
 class SweepView:
     """How much of a sweep reaches the console, and where it goes."""
 
     verbosity: Verbosity = "normal"
-    echo: Any = print
+    echo: Any = print_line
 
     def say(self, line: str) -> None:
         if self.verbosity != "quiet":

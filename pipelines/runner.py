@@ -57,6 +57,7 @@ from .tracking import (
 from .tracking_watch import TrackingWatch, bound_http_calls
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")  # Ray's tqdm support would replace builtins.print in the driver
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's boxed tables and banners: the live view replaces them
 
 
