@@ -30,9 +30,12 @@ sweep:
 
 def _server(db: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # The artifacts it proxies go beside its database (its default, ./mlartifacts, is the working directory).
     proc = subprocess.Popen([mlflow_executable(), "server", "--backend-store-uri", f"sqlite:///{db}",
+                             "--artifacts-destination", str(db.parent / "mlartifacts"),
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+                            cwd=db.parent)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
