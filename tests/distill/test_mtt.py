@@ -6,16 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill import mtt
 from distill.artifact import DistilledSet, checkpoint_path, load_checkpoint
 from distill.methods import DistillConfig, derive_seed, distill_dataset, network_for, recipe_hash, sample_network
-from distill.mtt import (
-    MTTOptions,
-    ParamLayout,
-    expert_buffer_hash,
-    train_experts,
-    trajectory_loss,
-    unroll_student,
-)
+from distill.mtt import MTTOptions, ParamLayout, expert_buffer_hash, train_experts, trajectory_loss, unroll_student
+from tests.clock import install
+from training import trainer
 
 TINY_NET = {"name": "convnet", "options": {"width": 8, "depth": 2}}
 OPTS = {
@@ -109,10 +105,12 @@ def test_options_validation():
 
 
 # ------------------------------------------------------------------------------------------ end to end
-def test_experts_then_distillation_end_to_end(digits, tmp_path):
+def test_experts_then_distillation_end_to_end(digits, tmp_path, monkeypatch):
     ckpt = tmp_path / "ckpt"
     records = []
+    matching, experts = install(monkeypatch, mtt), install(monkeypatch, trainer)
     ds = distill_dataset(digits, _cfg(), progress=lambda i, m: records.append((i, m)), checkpoint_dir=ckpt)
+    measured = matching.span()  # before anything else reads the clock
     n_train = len(digits.train)
 
     # expert buffer: 2 trajectories of 3 epochs + the initial weights, stored under checkpoint_dir
@@ -142,7 +140,9 @@ def test_experts_then_distillation_end_to_end(digits, tmp_path):
     assert cost["expert_sample_passes"] == 2 * 3 * n_train and cost["experts_reused"] == 0
     assert cost["distill_sample_passes"] == 3 * 4 * 10  # iterations x syn_steps x batch_syn
     assert cost["sample_passes"] == cost["expert_sample_passes"] + cost["distill_sample_passes"]
-    assert cost["wall_time_s"] >= cost["expert_wall_time_s"] > 0
+    # the costs as measured on the modules' clocks: each expert's fit one step, the matching from first to last
+    assert cost["expert_wall_time_s"] == 2 * experts.step and cost["distill_wall_time_s"] == measured > 0
+    assert cost["wall_time_s"] == cost["expert_wall_time_s"] + cost["distill_wall_time_s"]
 
     # the learnable step size received a gradient and stayed positive
     lrs = [m["syn_lr"] for i, m in records if i > 0]
