@@ -65,6 +65,9 @@ def render() -> str:
             ("sweep start-up before the first trial / tear-down after the last", f"{f['sweep_startup_s']:.1f} / {f['sweep_teardown_s']:.1f} s", _source(doc)),
             ("gap between trials (actor, MLflow, result collection)", f"{f['sweep_gap_per_trial_s']:.3f} s", _source(doc)),
         ]
+        if "ray_floor_startup_s" in f:
+            rows.append(("floor without prunetune: Ray started + one actor importing torch and MLflow / Ray stopped",
+                         f"{f['ray_floor_startup_s']:.1f} / {f['ray_floor_shutdown_s']:.1f} s", _source(doc)))
         if "resume_finished_s" in f:
             rows.append(("`prunetune resume` of the finished sweep (target < 5 s)", f"{f['resume_finished_s']:.1f} s",
                          _source(doc)))

@@ -6,6 +6,10 @@ MLflow start), the gap per trial between trials (actor start, MLflow logging, re
 tear-down after the last (results table, report, Ray shutdown), and how long ``prunetune resume`` of the
 finished sweep takes to answer. Arms alternate order between rounds.
 
+The floor arm is the same start and stop without prunetune: Ray started in a fresh process, one actor
+that imports torch and MLflow, Ray stopped. No sweep scheduled by Ray can start or stop faster, so it
+is the yardstick for the start-up and tear-down figures.
+
     .venv/bin/python benchmarks/sweep_overhead.py [--quick]
 """
 from __future__ import annotations
@@ -59,6 +63,36 @@ def plain(n: int) -> dict[str, float]:
     return {"wall_s": wall, "trials_s": json.loads(out.stdout.strip().splitlines()[-1])["trials_s"]}
 
 
+FLOOR = """
+import json, os, sys, time
+t0 = float(sys.argv[1])
+import ray
+ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+up = time.time()
+
+@ray.remote(num_cpus=1)
+class Trial:  # what any trial scheduled by Ray pays before its first line: a worker, torch, MLflow
+    def ready(self):
+        import mlflow, torch  # noqa: F401
+        return time.time()
+
+first = ray.get(Trial.remote().ready.remote())
+t1 = time.time()
+ray.shutdown()
+print(json.dumps({"ray_init_s": up - t0, "start_s": first - t0, "shutdown_s": time.time() - t1}))
+"""
+
+
+def floor() -> dict[str, float]:
+    """The least a Ray-scheduled sweep can cost on this machine, with no prunetune code at all: a fresh
+    process starts Ray, one actor imports torch and MLflow (start), then Ray stops (shutdown)."""
+    import json
+
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", FLOOR, repr(t0)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def sweep(n: int, concurrent: int) -> dict[str, float]:
     cfg = {**BASE, "sweep": {"grid": [{"prune.sparsity": [p["prune.sparsity"] for p in points(n)]}],
                              "max_concurrent_trials": concurrent}}
@@ -90,7 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     n = 6 if args.quick else 12
-    arms = {"plain": lambda: plain(n), "sweep1": lambda: sweep(n, 1), "sweep2": lambda: sweep(n, 2)}
+    arms = {"plain": lambda: plain(n), "sweep1": lambda: sweep(n, 1), "sweep2": lambda: sweep(n, 2), "floor": floor}
     got: dict[str, list[dict]] = {k: [] for k in arms}
     for r in range(1 if args.quick else 2):
         for name in (list(arms) if r % 2 == 0 else list(reversed(arms))):
@@ -108,6 +142,8 @@ def main(argv=None) -> int:
         "sweep_startup_s": m("sweep1", "startup_s"), "sweep_teardown_s": m("sweep1", "teardown_s"),
         "sweep_gap_per_trial_s": m("sweep1", "gap_per_trial_s"),
         "resume_finished_s": m("sweep1", "resume_finished_s"),
+        "ray_floor_init_s": m("floor", "ray_init_s"), "ray_floor_startup_s": m("floor", "start_s"),
+        "ray_floor_shutdown_s": m("floor", "shutdown_s"),
         "overhead_per_trial_s": (m("sweep1", "wall_s") - m("plain", "wall_s")) / n,
     }
     write("sweep_overhead", figures, args.quick, {"runs": got})

@@ -326,7 +326,9 @@ def _open(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, res
     needs_ray = not _nothing_to_run(cfg, out_dir)  # a finished sweep re-run or resumed: no cluster to start
     started_ray = needs_ray and not ray.is_initialized()
     if started_ray:
+        warm = _in_background(_warm_driver_imports)  # while Ray's processes start
         _start_ray(cfg, bounded, view)
+        warm.result()
     # SIGTERM (a scheduler, `kill`) stops the sweep the way Ctrl-C does, through Tune's SIGINT handling.
     # Set after ray.init, whose own handler would abort the driver and leave the sweep marked failed.
     previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
@@ -363,9 +365,14 @@ def _start_ray(cfg: ExperimentConfig, bounded: dict[str, str], view: SweepView) 
     from training.plugins import shippable_paths
 
     shipped = shippable_paths(cfg.plugins)
+    # An embedded Ray's workers inherit this process's environment, bounds included; a job runtime_env
+    # would only put a setup process before every worker (a second or more per trial actor on 2 cores).
+    runtime_env = {"env_vars": bounded} if cfg.ray.address is not None else {}
+    if shipped:
+        runtime_env["py_modules"] = shipped
     try:
         ray.init(
-            runtime_env={"env_vars": bounded, **({"py_modules": shipped} if shipped else {})},
+            runtime_env=runtime_env or None,
             address=cfg.ray.address,
             num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
             num_gpus=cfg.ray.num_gpus if cfg.ray.address is None else None,
@@ -427,6 +434,16 @@ def _in_background(fn: Callable, *args: Any):
     future = pool.submit(fn, *args)
     pool.shutdown(wait=False)  # the thread ends with ``fn``
     return future
+
+
+def _warm_driver_imports() -> None:
+    """Import what the driver needs next (MLflow for the parent run, its SQLite template, Tune) while
+    ``ray.init`` waits on the processes it starts: two seconds off the start on 2 cores."""
+    from ray import tune  # noqa: F401
+
+    from .mlflow_template import cache_dir, _template
+
+    _template(cache_dir())
 
 
 def _warm_report_imports() -> None:
