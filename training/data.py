@@ -6,6 +6,7 @@ trial, pruning level and ablation arm of a sweep sees exactly the same samples.
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torchvision import datasets, transforms
 
 from training.registry import Registry, origin_of
 from training.settings import (  # noqa: F401 (re-exported)
@@ -199,7 +199,9 @@ def _mnist1d(cfg: DataConfig) -> DataBundle:
 
 @register_dataset("fake")
 def _fake(cfg: DataConfig) -> DataBundle:
-    fake = datasets.FakeData(
+    from torchvision import transforms
+
+    fake = _vision().datasets.FakeData(
         size=cfg.num_samples or 1000,
         image_size=(3, 32, 32),
         num_classes=10,
@@ -216,33 +218,37 @@ def _fake(cfg: DataConfig) -> DataBundle:
 # --- torchvision datasets read from cfg.root ---------------------------------------------------------
 
 
-class _CIFAR10(datasets.CIFAR10):
-    """torchvision checks each file's md5, so regenerated or subsampled files in the official format (a
-    tiny test fixture, a cluster's re-packed copy) are reported as missing; existence is enough here, and
-    a malformed file still fails loudly when it is unpickled. Downloads keep their archive md5 check."""
+@functools.cache
+def _vision():
+    """torchvision's datasets, imported when a dataset needs them: importing torchvision pulls in
+    torch._dynamo (1.2 s on 2 cores), which a sweep on digits or MNIST-1D would pay in the driver and
+    in every worker for nothing.
 
-    meta = {**datasets.CIFAR10.meta, "md5": None}
+    CIFAR and SVHN with torchvision's md5 check relaxed: it reports regenerated or subsampled files in
+    the official format (a tiny test fixture, a cluster's re-packed copy) as missing; existence is
+    enough here, and a malformed file still fails loudly when it is unpickled. Downloads keep their
+    archive md5 check."""
+    from types import SimpleNamespace
 
-    def _check_integrity(self) -> bool:
+    from torchvision import datasets
+
+    def files_exist(self) -> bool:
         folder = Path(self.root, self.base_folder)
         return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
 
+    class CIFAR10(datasets.CIFAR10):
+        meta = {**datasets.CIFAR10.meta, "md5": None}
+        _check_integrity = files_exist
 
-class _CIFAR100(datasets.CIFAR100):
-    """Same md5 relaxation as `_CIFAR10`, for the same reason."""
+    class CIFAR100(datasets.CIFAR100):
+        meta = {**datasets.CIFAR100.meta, "md5": None}
+        _check_integrity = files_exist
 
-    meta = {**datasets.CIFAR100.meta, "md5": None}
+    class SVHN(datasets.SVHN):
+        def _check_integrity(self) -> bool:
+            return Path(self.root, self.filename).is_file()
 
-    def _check_integrity(self) -> bool:
-        folder = Path(self.root, self.base_folder)
-        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
-
-
-class _SVHN(datasets.SVHN):
-    """Same md5 relaxation as `_CIFAR10`, for the same reason."""
-
-    def _check_integrity(self) -> bool:
-        return Path(self.root, self.filename).is_file()
+    return SimpleNamespace(datasets=datasets, CIFAR10=CIFAR10, CIFAR100=CIFAR100, SVHN=SVHN)
 
 
 def _require_files(name: str, folder: Path, files: list[str], origin: str) -> None:
@@ -257,7 +263,8 @@ def _require_files(name: str, folder: Path, files: list[str], origin: str) -> No
 Arrays = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, C, H, W), int64 labels (N,)
 
 
-def _cifar_arrays(cls: type[datasets.CIFAR10], root: Path, cfg: DataConfig) -> tuple[Arrays, Arrays]:
+def _cifar_arrays(kind: str, root: Path, cfg: DataConfig) -> tuple[Arrays, Arrays]:
+    cls = getattr(_vision(), kind)
     if not cfg.download:
         files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
         _require_files(cfg.name, root / cls.base_folder, files, f"extract {cls.url} into {root}")
@@ -270,7 +277,8 @@ def _cifar_arrays(cls: type[datasets.CIFAR10], root: Path, cfg: DataConfig) -> t
     return read(True), read(False)
 
 
-def _mnist_arrays(cls: type[datasets.MNIST], root: Path, cfg: DataConfig) -> tuple[Arrays, Arrays]:
+def _mnist_arrays(kind: str, root: Path, cfg: DataConfig) -> tuple[Arrays, Arrays]:
+    cls = getattr(_vision().datasets, kind)
     if not cfg.download:
         # torchvision reads the gunzipped idx files from <root>/<ClassName>/raw and verifies no checksum.
         files = [os.path.splitext(f)[0] for f, _ in cls.resources]
@@ -285,13 +293,14 @@ def _mnist_arrays(cls: type[datasets.MNIST], root: Path, cfg: DataConfig) -> tup
 
 
 def _svhn_arrays(root: Path, cfg: DataConfig) -> tuple[Arrays, Arrays]:
+    cls = _vision().SVHN
     if not cfg.download:
-        entries = [datasets.SVHN.split_list[s] for s in ("train", "test")]
+        entries = [cls.split_list[s] for s in ("train", "test")]
         origin = " and ".join(url for url, _, _ in entries)
         _require_files(cfg.name, root, [filename for _, filename, _ in entries], origin)
 
     def read(split: str) -> Arrays:
-        ds = _SVHN(str(root), split=split, download=cfg.download)
+        ds = cls(str(root), split=split, download=cfg.download)
         return torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long()
 
     return read("train"), read("test")
@@ -316,25 +325,25 @@ def _register_vision(
 
 _register_vision(
     "cifar10",
-    lambda root, cfg: _cifar_arrays(_CIFAR10, root, cfg),
+    lambda root, cfg: _cifar_arrays("CIFAR10", root, cfg),
     10,
     Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 )
 _register_vision(
     "cifar100",
-    lambda root, cfg: _cifar_arrays(_CIFAR100, root, cfg),
+    lambda root, cfg: _cifar_arrays("CIFAR100", root, cfg),
     100,
     Normalization((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 )
 _register_vision(
     "mnist",
-    lambda root, cfg: _mnist_arrays(datasets.MNIST, root, cfg),
+    lambda root, cfg: _mnist_arrays("MNIST", root, cfg),
     10,
     Normalization((0.1307,), (0.3081,)),
 )
 _register_vision(
     "fashion_mnist",
-    lambda root, cfg: _mnist_arrays(datasets.FashionMNIST, root, cfg),
+    lambda root, cfg: _mnist_arrays("FashionMNIST", root, cfg),
     10,
     Normalization((0.2860,), (0.3530,)),
 )

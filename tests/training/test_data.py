@@ -229,3 +229,25 @@ def test_config_rejects_out_of_range(field: str, value: float) -> None:
     with pytest.raises(ValidationError) as info:
         DataConfig(name="digits", **{field: value})
     assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_torchvision_is_imported_only_by_the_datasets_that_read_through_it(tmp_path: Path) -> None:
+    """Importing torchvision costs a second (it pulls in torch._dynamo), in the driver and in every
+    worker: a digits trial and its MLP must not pay it, a CIFAR read must still work after."""
+    import subprocess
+    import sys
+
+    _write_cifar10(tmp_path)
+    code = (
+        "import sys\n"
+        "from training.data import DataConfig, load_dataset\n"
+        "from training.models import ModelConfig, create_model\n"
+        "b = load_dataset(DataConfig(name='digits'))\n"
+        "create_model(ModelConfig(name='mlp'), b.input_shape, b.num_classes)\n"
+        "print('torchvision' in sys.modules)\n"
+        f"load_dataset(DataConfig(name='cifar10', root={str(tmp_path)!r}))\n"
+        "print('torchvision' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
