@@ -25,6 +25,7 @@ from typing import Any, Callable
 from training.coordinator import coordinator_for
 from training.store import ArtifactStore
 
+from .background import in_background
 from .config import ConfigError, ExperimentConfig, grid_points
 from .live import (
     SweepView,
@@ -285,7 +286,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     if ray.is_initialized() and store.local_root() is None:
         coordinator_for(store.store_id())  # created here, on the driver's node, before any trial asks
     try:
-        _in_background(_warm_report_imports)
+        in_background(_warm_report_imports)
         _run_phases(cfg, raw, out_dir, target, store, state, view, driver_records)
         _finish_outputs(cfg, out_dir, outcome, parent, echo)
         status = "FINISHED" if outcome.ok else "FAILED"
@@ -326,7 +327,7 @@ def _open(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, res
     needs_ray = not _nothing_to_run(cfg, out_dir)  # a finished sweep re-run or resumed: no cluster to start
     started_ray = needs_ray and not ray.is_initialized()
     if started_ray:
-        warm = _in_background(_warm_driver_imports)  # while Ray's processes start
+        warm = in_background(_warm_driver_imports)  # while Ray's processes start
         _start_ray(cfg, bounded, view)
         warm.result()
     # SIGTERM (a scheduler, `kill`) stops the sweep the way Ctrl-C does, through Tune's SIGINT handling.
@@ -413,7 +414,7 @@ def _finish_outputs(cfg: ExperimentConfig, out_dir: Path, outcome: SweepOutcome,
     parent.artifact(outcome.summary_path)
     if cfg.tracking.results_uri:
         echo(f"results copied to {copy_to_uri(outcome.results_path, cfg.tracking.results_uri)}")
-    outcome.report = _in_background(_report, cfg, out_dir, outcome.rows, parent, echo)
+    outcome.report = in_background(_report, cfg, out_dir, outcome.rows, parent, echo)
     parent.metrics({"trials": len(outcome.rows), "trials_ok": sum(r["status"] == "ok" for r in outcome.rows)})
 
 
@@ -426,22 +427,13 @@ def _write_tables(outcome: SweepOutcome, out_dir: Path, empty_too: bool = True) 
         outcome.summary_path = write_summary(summarize(outcome.rows), out_dir / SUMMARY_FILE)
 
 
-def _in_background(fn: Callable, *args: Any):
-    """``fn(*args)`` on a thread of its own; the Future's ``result()`` waits for it (and re-raises)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prunetune")
-    future = pool.submit(fn, *args)
-    pool.shutdown(wait=False)  # the thread ends with ``fn``
-    return future
-
-
 def _warm_driver_imports() -> None:
     """Import what the driver needs next (MLflow for the parent run, its SQLite template, Tune) while
     ``ray.init`` waits on the processes it starts: two seconds off the start on 2 cores."""
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 (with SQLAlchemy and alembic)
     from ray import tune  # noqa: F401
 
-    from .mlflow_template import cache_dir, _template
+    from .mlflow_template import _template, cache_dir
 
     _template(cache_dir())
 

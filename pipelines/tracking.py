@@ -85,6 +85,12 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def open_store(target: "TrackingTarget") -> None:
+    """Open the tracking store once in this process (MLflow keeps it per URI): for SQLite that is
+    SQLAlchemy, alembic and its schema check, about a second, worth overlapping with other start-up."""
+    _client(target.tracking_uri).get_experiment(target.experiment_id)
+
+
 def is_server(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 

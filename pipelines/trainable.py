@@ -13,12 +13,13 @@ from typing import Any, Callable
 
 from training.store import ArtifactStore
 
+from .background import in_background
 from .config import ConfigError, ExperimentConfig, trial_config
 from .live import FileLog, trial_log
 from .outages import FATAL, outage
 from .results import error_values
 from .sweep_state import TrialRecords
-from .tracking import RunLogger, TrackingTarget
+from .tracking import RunLogger, TrackingTarget, open_store
 
 PROGRESS_STEP, PROGRESS_METRIC = "progress_step", "progress_val_accuracy"
 
@@ -54,6 +55,7 @@ def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
     slot's record lives: the driver's (``pipelines.recorder``), since this node may not see ``out_dir``.
     """
     records = records if records is not None else TrialRecords(Path(out_dir))
+    store_opened = in_background(open_store, target)  # while torch and the trial's modules import
     import torch
     from ray import tune
 
@@ -76,6 +78,7 @@ def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
         tune.report(failed | {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0})
         return
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))
+    store_opened.result()
     logger = _slot_run(cfg, target, records, slot, phase, overrides)
     logger.tags({"ray_trial_id": ctx.get_trial_id()})
     logger.params({**cfg.result_settings(), "phase": phase})
