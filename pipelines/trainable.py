@@ -71,11 +71,7 @@ def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
     try:  # the plugins are imported here, in this worker, before the config can be read
         cfg = trial_config(raw, overrides)
     except ConfigError as exc:  # e.g. a plugin this node cannot import: one row, one line, no retries
-        failed = {"trial_id": ctx.get_trial_id(), "phase": phase, "slot": slot,
-                  "overrides": json.dumps(overrides, sort_keys=True), **unvalidated_identity(raw, overrides),
-                  **error_row(" ".join(str(exc).split()))}
-        records.update(slot, row=failed)
-        tune.report(failed | {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0})
+        _record_unreadable(exc, ctx.get_trial_id(), raw, overrides, phase, slot, records)
         return
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))
     store_opened.result()
@@ -108,6 +104,17 @@ def _run_slot(config: dict, raw: dict, out_dir: str, target: TrackingTarget, pha
     full = {**row, **report, "status": "ok", "error": None}
     records.update(slot, row=full)
     tune.report(full | progress)
+
+
+def _record_unreadable(exc: ConfigError, trial_id: str, raw: dict, overrides: dict, phase: str, slot: str,
+                       records) -> None:
+    """The row of a trial whose config this worker cannot read, identified from the raw config."""
+    from ray import tune
+
+    failed = {"trial_id": trial_id, "phase": phase, "slot": slot, "overrides": json.dumps(overrides, sort_keys=True),
+              **unvalidated_identity(raw, overrides), **error_row(" ".join(str(exc).split()))}
+    records.update(slot, row=failed)
+    tune.report(failed | {PROGRESS_STEP: 0, PROGRESS_METRIC: 0.0})
 
 
 def _slot_run(cfg: ExperimentConfig, target: TrackingTarget, records, slot: str, phase: str,
