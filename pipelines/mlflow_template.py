@@ -21,10 +21,13 @@ def cache_dir() -> Path:
     return Path(base) / "prunetune"
 
 
-def _template(directory: Path) -> Path | None:
+def template(directory: Path | None = None) -> Path | None:
+    """The migrated empty database of this MLflow version in ``directory`` (the cache), made once; None
+    where it cannot be written."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    directory = directory or cache_dir()
     path = directory / f"mlflow-{mlflow.__version__}.db"
     if path.is_file():
         return path
@@ -49,12 +52,12 @@ def new_sqlite_store(tracking_uri: str, out_dir: Path) -> bool:
     target = Path(tracking_uri.removeprefix("sqlite:///"))
     if target.exists():
         return False
-    template = _template(cache_dir())
-    if template is None:
+    template_file = template()
+    if template_file is None:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
-    shutil.copyfile(template, partial)
+    shutil.copyfile(template_file, partial)
     with sqlite3.connect(partial) as db:
         db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
                    (str(out_dir.resolve() / "mlartifacts" / "0"),))

@@ -428,14 +428,14 @@ def _write_tables(outcome: SweepOutcome, out_dir: Path, empty_too: bool = True) 
 
 
 def _warm_driver_imports() -> None:
-    """Import what the driver needs next (MLflow for the parent run, its SQLite template, Tune) while
-    ``ray.init`` waits on the processes it starts: two seconds off the start on 2 cores."""
+    """Import what the driver needs next (MLflow and its SQLite store for the parent run, Tune) and make
+    sure the SQLite template exists, while ``ray.init`` waits on the processes it starts."""
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 (with SQLAlchemy and alembic)
     from ray import tune  # noqa: F401
 
-    from .mlflow_template import _template, cache_dir
+    from .mlflow_template import template
 
-    _template(cache_dir())
+    template()
 
 
 def _warm_report_imports() -> None:
