@@ -118,19 +118,32 @@ def check_writable_dir(path: Path, label: str, advice: str) -> None:
 
 def check_study_file(path: Path) -> None:
     """An existing study database is one SQLite can read (Optuna would end in a DatabaseError traceback).
-    A lock held by a live driver is not damage: that case is left to the driver check."""
+    A lock held by a live driver is not damage: that case is left to the driver check. Nor is a hot
+    journal, left by a driver killed in the middle of a write (SQLite refuses a read-only reader
+    until it is rolled back): the check opens the file for writing then, which rolls it back to the
+    last commit, as Optuna's first open would."""
     if not path.exists():
         return
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            verdict = db.execute("PRAGMA quick_check").fetchone()
+        verdict = _quick_check(path, "ro")
     except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+        name = getattr(exc, "sqlite_errorname", "")
+        if name in ("SQLITE_BUSY", "SQLITE_LOCKED"):
             return
         verdict = (str(exc),)
+        if name == "SQLITE_READONLY_ROLLBACK":
+            try:
+                verdict = _quick_check(path, "rw")
+            except sqlite3.Error as again:
+                verdict = (str(again),)
     if verdict != ("ok",):
         raise ConfigError(f"{path} is not a readable Optuna study ({verdict[0] if verdict else 'empty answer'}); "
                           "restore it from a backup, or start the sweep afresh in another --out")
+
+
+def _quick_check(path: Path, mode: str) -> tuple:
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True)) as db:
+        return db.execute("PRAGMA quick_check").fetchone()
 
 
 def check_search_space(cfg: ExperimentConfig) -> None:

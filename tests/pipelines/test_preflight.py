@@ -144,3 +144,34 @@ def test_a_per_layer_density_search_that_cannot_work_is_refused(tmp_path, capsys
                    + ("train.lr: {type: float, low: 0.01, high: 0.1}" if extra else
                       "data.max_train_samples: {type: int, low: 200, high: 400}") + "}}}\n")
     _refused(tmp_path, capsys, text, fragment)
+
+
+def test_a_study_left_by_a_driver_killed_mid_write_is_rolled_back_not_refused(tmp_path):
+    """A driver SIGKILLed while Optuna writes leaves a hot journal; SQLite refuses a read-only reader
+    until it is rolled back (SQLITE_READONLY_ROLLBACK). That is not damage: the check rolls it back to
+    the last commit and passes, so the resume can go on."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from pipelines.preflight import check_study_file
+
+    path = tmp_path / "optuna.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE trials (number INTEGER)")
+        db.execute("INSERT INTO trials VALUES (0)")
+    killed_mid_write = ("import os, sqlite3, sys\n"
+                        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                        "db.execute('PRAGMA cache_size=1')\n"  # pages spill to the file before the commit
+                        "db.execute('BEGIN')\n"
+                        "for i in range(20000): db.execute('INSERT INTO trials VALUES (?)', (i + 1,))\n"
+                        "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", killed_mid_write, str(path)], check=True)
+    assert (tmp_path / "optuna.db-journal").exists()
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # what the check met before
+        with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as db:
+            db.execute("SELECT count(*) FROM trials").fetchone()
+
+    check_study_file(path)
+    with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT number FROM trials").fetchall() == [(0,)]  # the last commit, intact
