@@ -54,6 +54,7 @@ from .tracking import (
     reopen_parent,
     share_trials_view,
     start_parent,
+    trial_runs,
 )
 from .tracking_watch import TrackingWatch, bound_http_calls
 
@@ -255,6 +256,21 @@ def _begin(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str, re
     return state
 
 
+def adopt_unrecorded_runs(target: TrackingTarget, records: TrialRecords) -> int:
+    """Record the MLflow run of each slot whose record lacks one, so the resumed trial re-attaches to it
+    instead of creating a second run. A driver stopped or killed after a trial created its run but
+    before the run id reached the driver's record leaves such a run (seen under load in the SIGKILL
+    resume test). Returns how many were adopted."""
+    recorded = {r.get("mlflow_run_id") for r in records.all().values()}
+    adopted = 0
+    for slot, run_ids in trial_runs(target).items():
+        unrecorded = [run_id for run_id in run_ids if run_id not in recorded]
+        if unrecorded and not records.get(slot).get("mlflow_run_id"):
+            records.update(slot, mlflow_run_id=unrecorded[-1])
+            adopted += 1
+    return adopted
+
+
 def _share_view(cfg: ExperimentConfig, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
     """The runs-table view ``prunetune ui`` opens: this sweep's trials with their columns."""
     from search.space import expand_grid
@@ -279,6 +295,7 @@ def run_sweep(cfg: ExperimentConfig, raw: dict, out_dir: Path, config_text: str,
     outcome = SweepOutcome(tracking_uri=state.tracking_uri, parent_run_id=state.parent_run_id)
     if state.attempts > 1:
         echo(f"resuming {out_dir} (attempt {state.attempts}): finished trials and stages are reused")
+        adopt_unrecorded_runs(target, TrialRecords(out_dir))
 
     status = "FAILED"
     watch = TrackingWatch(state.tracking_uri).start()

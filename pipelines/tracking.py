@@ -188,6 +188,20 @@ def end_running_children(target: TrackingTarget, status: str = "KILLED") -> int:
     return len(runs)
 
 
+def trial_runs(target: TrackingTarget) -> dict[str, list[str]]:
+    """The sweep's trial runs by slot, oldest first (a resume compares them with the trial records)."""
+    runs = _client(target.tracking_uri).search_runs(
+        [target.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{target.parent_run_id}' and tags.`prunetune.role` = 'trial'",
+        max_results=10_000, order_by=["attributes.start_time ASC"],
+    )
+    by_slot: dict[str, list[str]] = {}
+    for run in runs:
+        if "slot" in run.data.tags:
+            by_slot.setdefault(run.data.tags["slot"], []).append(run.info.run_id)
+    return by_slot
+
+
 def _shown(v: float) -> float:
     """Integers as they are; fractions to 6 significant digits (the UI prints every digit it gets;
     results.parquet keeps the full values)."""
