@@ -384,7 +384,8 @@ def _start_ray(cfg: ExperimentConfig, bounded: dict[str, str], view: SweepView) 
 
     shipped = shippable_paths(cfg.plugins)
     # An embedded Ray's workers inherit this process's environment, bounds included; a job runtime_env
-    # would only put a setup process before every worker (a second or more per trial actor on 2 cores).
+    # would only put a setup process before each worker the job starts itself (the driver's records
+    # actor, the plugin probe). Tune gives its trial actors a runtime_env of their own either way.
     runtime_env = {"env_vars": bounded} if cfg.ray.address is not None else {}
     if shipped:
         runtime_env["py_modules"] = shipped
