@@ -261,11 +261,12 @@ def adopt_unrecorded_runs(target: TrackingTarget, records: TrialRecords) -> int:
     instead of creating a second run. A driver stopped or killed after a trial created its run but
     before the run id reached the driver's record leaves such a run (seen under load in the SIGKILL
     resume test). Returns how many were adopted."""
-    recorded = {r.get("mlflow_run_id") for r in records.all().values()}
+    known = records.all()
+    recorded = {r.get("mlflow_run_id") for r in known.values()}
     adopted = 0
     for slot, run_ids in trial_runs(target).items():
         unrecorded = [run_id for run_id in run_ids if run_id not in recorded]
-        if unrecorded and not records.get(slot).get("mlflow_run_id"):
+        if unrecorded and not known.get(slot, {}).get("mlflow_run_id"):
             records.update(slot, mlflow_run_id=unrecorded[-1])
             adopted += 1
     return adopted

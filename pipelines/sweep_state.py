@@ -18,6 +18,7 @@ from typing import Any
 
 from training.identity import content_hash
 from training.io import atomic_write_text
+from training.processes import pid_alive
 
 SWEEP_FILE = "sweep.json"
 STUDY_FILE = "optuna.db"  # the Optuna phase's study, beside it
@@ -75,13 +76,7 @@ class SweepState:
             return None
         if self.driver_host != socket.gethostname():
             return f"host {self.driver_host} pid {self.driver_pid} (cannot be checked from here)"
-        try:
-            os.kill(self.driver_pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return f"pid {self.driver_pid}"
+        return f"pid {self.driver_pid}" if pid_alive(self.driver_pid) else None
 
     def save(self, out_dir: Path) -> None:
         """Paths inside ``out_dir`` are written relative to it, so a copied or moved sweep directory

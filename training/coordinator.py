@@ -22,6 +22,8 @@ import time
 import uuid
 from typing import Callable
 
+from .processes import pid_alive, process_started
+
 NAMESPACE = "prunetune"
 WAIT_S = 2.0  # one acquire call waits this long for a release before the caller looks at the holder
 PROBE_TIMEOUT_S = 10.0
@@ -113,26 +115,6 @@ def coordinator_for(store_id: str):
         max_concurrency=1000, scheduling_strategy=here).remote()
 
 
-def _started(pid: int) -> str | None:
-    """When the process started (Linux: /proc/<pid>/stat field 22), to tell it from a later one that got
-    its pid; None where that cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _pid_alive(pid: int, started: str | None = None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return started is None or _started(pid) in (None, started)
-
-
 def holder_alive(holder: dict) -> bool:
     """Whether the holder's process exists: checked here when it ran on this node, else by a probe task
     pinned to its node. A node Ray reports dead, or one the probe cannot be placed on, means dead; a probe
@@ -144,10 +126,10 @@ def holder_alive(holder: dict) -> bool:
     if not isinstance(pid, int) or not node:
         return True
     if node == ray.get_runtime_context().get_node_id():
-        return _pid_alive(pid, started)
+        return pid_alive(pid, started)
     if not any(n["NodeID"] == node and n["Alive"] for n in ray.nodes()):
         return False
-    probe = ray.remote(_pid_alive).options(
+    probe = ray.remote(pid_alive).options(
         num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
     try:
         return bool(ray.get(probe.remote(pid, started), timeout=PROBE_TIMEOUT_S))
@@ -188,7 +170,7 @@ def acquire(store_id: str, name: str, timeout_s: float, done: Callable[[], bool]
     import ray
 
     actor = coordinator_for(store_id)
-    holder = {"token": uuid.uuid4().hex, "pid": os.getpid(), "started": _started(os.getpid()),
+    holder = {"token": uuid.uuid4().hex, "pid": os.getpid(), "started": process_started(os.getpid()),
               "host": socket.gethostname(),
               "node_id": ray.get_runtime_context().get_node_id()}
     dead_token, said, probed = None, False, 0.0

@@ -31,6 +31,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .processes import pid_alive
+
 _INDEX_SCHEMA = pa.schema([
     ("key", pa.string()), ("stage", pa.string()), ("version", pa.int64()),
     ("settings", pa.string()), ("inputs", pa.string()), ("host", pa.string()),
@@ -109,16 +111,6 @@ def _verify(directory: Path, meta: dict, label: str) -> None:
 
 def _attempt_name(value: object) -> bool:
     return isinstance(value, str) and value.startswith("attempt-") and "/" not in value
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
 
 
 def _ray_node_id() -> str | None:
@@ -439,7 +431,7 @@ class ArtifactStore:
             return f"expired ({age:.0f}s without heartbeat)"
         pid = holder.get("pid")
         # a SIGKILLed driver on this host must not block a resume for a whole timeout
-        if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
             return f"dead (pid {pid} exited)"
         return None
 

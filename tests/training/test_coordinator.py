@@ -5,7 +5,8 @@ import asyncio
 import os
 import time
 
-from training.coordinator import LeaseCoordinator, _pid_alive, _started
+from training.coordinator import LeaseCoordinator
+from training.processes import pid_alive, process_started
 
 
 def _holder(token: str) -> dict:
@@ -46,6 +47,6 @@ def test_a_silent_holder_expires_and_a_dead_one_is_replaced():
 
 
 def test_a_reused_pid_is_not_the_holder():
-    me = _started(os.getpid())
-    assert _pid_alive(os.getpid(), me) and not _pid_alive(os.getpid(), "1")
-    assert not _pid_alive(2**22 + 12345, me)
+    me = process_started(os.getpid())
+    assert pid_alive(os.getpid(), me) and not pid_alive(os.getpid(), "1")
+    assert not pid_alive(2**22 + 12345, me)
