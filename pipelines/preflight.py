@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from .config import ConfigError, ExperimentConfig, sweep_points, trial_config
+from .tracking_watch import remote
 
 SERVER_TIMEOUT_S = 3.0
 
@@ -179,7 +180,7 @@ def check_search_space(cfg: ExperimentConfig) -> None:
 
 def check_tracking_server(uri: str | None) -> None:
     """An http(s) tracking server answers within seconds (MLflow itself would retry for minutes)."""
-    if not uri or not uri.startswith(("http://", "https://")):
+    if not remote(uri):
         return
     parts = urlsplit(uri)
     port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .tracking_watch import remote
+
 # The file store raises from MLflow 3.13 on; everything here uses sqlite or a server URI.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -91,10 +93,6 @@ def open_store(target: "TrackingTarget") -> None:
     _client(target.tracking_uri).get_experiment(target.experiment_id)
 
 
-def is_server(tracking_uri: str) -> bool:
-    return tracking_uri.startswith(("http://", "https://"))
-
-
 class ArtifactLocationError(ValueError):
     """A tracking server whose experiment keeps artifacts on the local disk of whoever logs them."""
 
@@ -115,14 +113,14 @@ def start_parent(tracking_uri: str, experiment_name: str, artifact_root: Path, r
     exp = client.get_experiment_by_name(experiment_name)
     if exp is None:
         # Marked as model training, so MLflow's UI opens it on the runs table, not the GenAI traces view.
-        where = {} if is_server(tracking_uri) else {"artifact_location": artifact_root.resolve().as_uri()}
+        where = {} if remote(tracking_uri) else {"artifact_location": artifact_root.resolve().as_uri()}
         exp_id = client.create_experiment(experiment_name, tags={"mlflow.experimentKind": "custom_model_development"},
                                           **where)
         exp = client.get_experiment(exp_id)
     else:
         exp_id = exp.experiment_id
     location = exp.artifact_location or ""
-    if is_server(tracking_uri) and (location.startswith("file:") or location.startswith("/")):
+    if remote(tracking_uri) and (location.startswith("file:") or location.startswith("/")):
         raise ArtifactLocationError(
             f"tracking.tracking_uri {tracking_uri}: experiment {experiment_name!r} stores artifacts at {location}, "
             "on the disk of whichever node logs them; start the server with --artifacts-destination "
