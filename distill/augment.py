@@ -267,11 +267,11 @@ class Augment:
         return x
 
 
-def default_augment(input_shape: Sequence[int]) -> Augment:
+def default_augment(input_shape: Sequence[int], draw: Literal["batch", "sample"] = "batch") -> Augment:
     """Image DSA for (C, H, W) inputs, signal augmentation for (C, L) inputs."""
     shape = tuple(input_shape)
     if len(shape) == 3:
-        return Augment(IMAGE_STRATEGY, kind="image")
+        return Augment(IMAGE_STRATEGY, kind="image", draw=draw)
     if len(shape) == 2:
-        return Augment(SIGNAL_STRATEGY, kind="signal")
+        return Augment(SIGNAL_STRATEGY, kind="signal", draw=draw)
     raise ValueError(f"no default augmentation for input_shape {shape}; expected (C, H, W) or (C, L)")

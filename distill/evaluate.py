@@ -25,9 +25,7 @@ from .artifact import DistilledSet
 from .augment import Augment, default_augment
 from .methods import default_network, sample_network
 
-__all__ = ["PROTOCOLS", "evaluate_distilled", "papers_protocol", "protocol_train_config"]
-
-PROTOCOLS = ("plain", "papers")
+__all__ = ["evaluate_distilled", "papers_protocol", "protocol_train_config"]
 
 
 def protocol_train_config(epochs: int = 300, **overrides) -> TrainConfig:
@@ -52,9 +50,7 @@ def papers_protocol(ds: DistilledSet, epochs: int = 1000) -> tuple[TrainConfig, 
     """The papers' evaluation: ``epochs`` with per-sample DSA, at the set's learned lr where it has one."""
     learned = ds.cost.get("learned_lr")
     lr = float(learned) if learned else 0.01
-    augment = default_augment(ds.input_shape)
-    augment.draw = "sample"
-    return protocol_train_config(epochs, lr=lr), augment
+    return protocol_train_config(epochs, lr=lr), default_augment(ds.input_shape, draw="sample")
 
 
 def _model_config(ds: DistilledSet, model_cfg: ModelConfig | dict | None) -> ModelConfig:

@@ -9,8 +9,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,7 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("config", help="YAML with data:, distill: and optional quality: sections")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--eval", action="store_true", help="train fresh nets on the set and report test accuracy")
-    p.add_argument("--eval-protocol", choices=("plain", "papers"), default=None,
+    p.add_argument("--eval-protocol", choices=get_args(QualityConfig.model_fields["protocol"].annotation), default=None,
                    help="plain: 300 epochs, no augmentation; papers: 1000 epochs with per-sample DSA and an MTT "
                    "set's learned lr, as DSA/DM/MTT report (default: quality.protocol)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
